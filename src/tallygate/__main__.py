@@ -1,0 +1,3 @@
+from tallygate.cli.main import main
+
+main()

@@ -1,0 +1,48 @@
+"""Settings: the only place the environment is read (prefix ``TALLYGATE_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_database_url() -> str:
+    return f"sqlite:///{Path.cwd() / 'tallygate.db'}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TALLYGATE_", extra="ignore")
+
+    database_url: str = Field(default_factory=_default_database_url)
+    """SQLAlchemy URL. SQLite file by default; ``postgresql+psycopg://…`` in production."""
+
+    secret_key: str = "dev-insecure-secret-change-me"
+    """Signs sessions and encrypts secrets at rest. Set it in production."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    credit_currency: str = "USD"
+    """Currency of the official Credit bucket (fixed once it has postings)."""
+    routed_currency: str = "CNY"
+    """Currency of the routed balance bucket (fixed once it has postings)."""
+
+    hold_ttl_seconds: int = 600
+    """How long a hold may stay pending before the sweeper may expire it (plus the grace)."""
+    hold_grace_seconds: int = 60
+
+    session_ttl_seconds: int = 14 * 24 * 3600
+    sweeper_interval_seconds: float = 5.0
+
+    fault: str = ""
+    """Test-only fault hook, e.g. ``after_postings_before_commit`` (see ledger.faults)."""
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,82 @@
+"""A thin wrapper over one DB-API connection inside an open transaction.
+
+The ledger's statements are plain SQL written once with ``?`` placeholders and run through the
+raw driver (sqlite3 or psycopg 3): on the hot path that is several times cheaper in CPU than
+SQLAlchemy's ORM or even Core compilation (docs/decisions/0003-ledger-concurrency.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+Row = tuple[Any, ...]
+
+
+class Tx:
+    """One open transaction. ``postgres`` selects placeholder style and row-lock clauses."""
+
+    __slots__ = ("conn", "postgres", "fault", "_sql")
+
+    def __init__(
+        self, conn: Any, *, postgres: bool, fault: Callable[[str], None] | None = None
+    ) -> None:
+        self.conn = conn
+        self.postgres = postgres
+        self.fault = fault
+        self._sql: dict[str, str] = {}
+
+    def _q(self, sql: str) -> str:
+        if not self.postgres:
+            return sql
+        cached = self._sql.get(sql)
+        if cached is None:
+            cached = self._sql[sql] = sql.replace("?", "%s")
+        return cached
+
+    @property
+    def for_update(self) -> str:
+        """Row-lock suffix: PostgreSQL locks the row; SQLite writers are already serialised."""
+        return " FOR UPDATE" if self.postgres else ""
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        cur = self.conn.cursor()
+        try:
+            cur.execute(self._q(sql), params)
+            row = cur.fetchone()
+            return tuple(row) if row is not None else None
+        finally:
+            cur.close()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        cur = self.conn.cursor()
+        try:
+            cur.execute(self._q(sql), params)
+            return [tuple(r) for r in cur.fetchall()]
+        finally:
+            cur.close()
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cur = self.conn.cursor()
+        try:
+            cur.execute(self._q(sql), params)
+            return int(cur.rowcount)
+        finally:
+            cur.close()
+
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        cur = self.conn.cursor()
+        try:
+            cur.executemany(self._q(sql), list(rows))
+        finally:
+            cur.close()
+
+    def point(self, name: str) -> None:
+        """A fault-injection point (tests only; a no-op unless a fault hook is configured)."""
+        if self.fault is not None:
+            self.fault(name)
+
+
+def from_connection(conn: Any, fault: Callable[[str], None] | None = None) -> Tx:
+    """A Tx over the DB-API connection under a SQLAlchemy ``Connection`` (same transaction)."""
+    raw = conn.connection.driver_connection
+    return Tx(raw, postgres=conn.dialect.name == "postgresql", fault=fault)
