@@ -24,7 +24,7 @@ from tallygate.ledger.errors import (
     UnknownAccount,
 )
 from tallygate.ledger.holds import HoldOps
-from tallygate.ledger.tx import Tx
+from tallygate.ledger.tx import Tx, from_connection
 
 __all__ = ["BUCKETS", "Balance", "Ledger"]
 
@@ -89,6 +89,10 @@ class Ledger(HoldOps):
 
     def now_us(self) -> int:
         return to_epoch_us(self.clock.now())
+
+    def tx(self, conn: Any) -> Tx:
+        """Wrap a SQLAlchemy ``Connection`` (inside its transaction) for ledger calls."""
+        return from_connection(conn, fault=self.fault)
 
     # ---- accounts -------------------------------------------------------------------------
 
