@@ -1,0 +1,172 @@
+"""Group commit: one writer thread per process runs queued ledger calls in shared transactions.
+
+Callers (the async gateway, or threads) submit ``fn(tx, *args)``; the writer takes whatever is
+queued — up to ``max_batch`` calls — into ONE transaction, giving each call its own SAVEPOINT
+so a refused call (insufficient balance, conflict …) rolls back alone, and commits once. Results
+are delivered only after the COMMIT, so no caller ever sees money that could still roll back.
+With one call queued it is an ordinary transaction; under load, the fsync and lock cost of a
+commit is shared by the batch (docs/decisions/0003-ledger-concurrency.md).
+
+Any unexpected error (a lost connection, a serialization failure) rolls the batch back and
+re-runs each call alone, so one bad call cannot fail its neighbours."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+
+from tallygate.errors import TallygateError
+from tallygate.ledger.tx import Tx
+
+T = TypeVar("T")
+_Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], "concurrent.futures.Future[Any]"]
+_STOP = object()
+
+
+class LedgerExecutor:
+    def __init__(
+        self, engine: Engine, *, fault: Callable[[str], None] | None = None, max_batch: int = 64
+    ) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._fault = fault
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Call | object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="ledger-writer", daemon=True)
+        self._raw: Any = None
+        self.batches = 0
+        self.calls = 0
+        self._thread.start()
+
+    # ---- submitting -----------------------------------------------------------------------
+
+    def submit(
+        self, fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put((fn, args, kwargs, future))
+        return future
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    # ---- the writer thread ------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        if self._raw is None:
+            pooled = self._engine.raw_connection()
+            self._raw = pooled.driver_connection
+            if self._postgres:
+                self._raw.autocommit = True  # we issue BEGIN/COMMIT ourselves
+            self._pooled = pooled
+        return self._raw
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch: list[_Call] = [first]  # type: ignore[list-item]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)  # type: ignore[arg-type]
+            self._run(batch)
+            if stop:
+                break
+        if self._raw is not None:
+            self._pooled.close()
+
+    def _exec(self, sql: str) -> None:
+        cur = self._raw.cursor()
+        try:
+            cur.execute(sql)
+        finally:
+            cur.close()
+
+    def _run(self, batch: list[_Call]) -> None:
+        self.batches += 1
+        self.calls += len(batch)
+        try:
+            outcomes = self._run_batch(batch) if len(batch) > 1 else [self._run_one(batch[0])]
+        except Exception:
+            self._reset()
+            outcomes = []
+            for call in batch:
+                try:
+                    outcomes.append(self._run_one(call))
+                except Exception as exc:  # noqa: BLE001 - delivered to the caller
+                    self._reset()
+                    outcomes.append((None, exc))
+        for (_fn, _a, _k, future), (result, error) in zip(batch, outcomes, strict=True):
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    def _begin(self) -> Tx:
+        raw = self._connection()
+        self._exec("BEGIN" if self._postgres else "BEGIN IMMEDIATE")
+        return Tx(raw, postgres=self._postgres, fault=self._fault)
+
+    def _run_one(self, call: _Call) -> tuple[Any, BaseException | None]:
+        fn, args, kwargs, _future = call
+        tx = self._begin()
+        try:
+            result = fn(tx, *args, **kwargs)
+        except TallygateError as exc:
+            self._exec("ROLLBACK")
+            return None, exc
+        except BaseException:
+            self._exec("ROLLBACK")
+            raise
+        self._exec("COMMIT")
+        return result, None
+
+    def _run_batch(self, batch: list[_Call]) -> list[tuple[Any, BaseException | None]]:
+        tx = self._begin()
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            for fn, args, kwargs, _future in batch:
+                self._exec("SAVEPOINT call")
+                try:
+                    outcomes.append((fn(tx, *args, **kwargs), None))
+                except TallygateError as exc:
+                    self._exec("ROLLBACK TO SAVEPOINT call")
+                    outcomes.append((None, exc))
+                self._exec("RELEASE SAVEPOINT call")
+            self._exec("COMMIT")
+        except BaseException:
+            self._exec("ROLLBACK")
+            raise
+        return outcomes
+
+    def _reset(self) -> None:
+        """After an unexpected error: leave no transaction open; reconnect if the connection
+        itself is broken."""
+        if self._raw is None:
+            return
+        try:
+            self._exec("ROLLBACK")
+        except Exception:  # noqa: BLE001 - no transaction was open, or the connection is gone
+            try:
+                self._exec("SELECT 1")
+            except Exception:  # noqa: BLE001 - unusable: drop it, the next call reconnects
+                self._pooled.invalidate()
+                self._raw = None
