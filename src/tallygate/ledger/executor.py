@@ -1,9 +1,11 @@
 """Group commit: one writer thread per process runs queued ledger calls in shared transactions.
 
 Callers (the async gateway, or threads) submit ``fn(tx, *args)``; the writer takes whatever is
-queued — up to ``max_batch`` calls — into ONE transaction, giving each call its own SAVEPOINT
-so a refused call (insufficient balance, conflict …) rolls back alone, and commits once. Results
-are delivered only after the COMMIT, so no caller ever sees money that could still roll back.
+queued — up to ``max_batch`` calls — into ONE transaction and commits once. No savepoints are
+needed: the ledger's contract is that a call which raises a ``TallygateError`` (insufficient
+balance, conflict …) has written nothing, so its neighbours commit unaffected. Results are
+delivered only after the COMMIT — one wake-up per event loop per batch — so no caller ever sees
+money that could still roll back.
 With one call queued it is an ordinary transaction; under load, the fsync and lock cost of a
 commit is shared by the batch (docs/decisions/0003-ledger-concurrency.md).
 
@@ -25,7 +27,8 @@ from tallygate.errors import TallygateError
 from tallygate.ledger.tx import Tx
 
 T = TypeVar("T")
-_Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], "concurrent.futures.Future[Any]"]
+# (fn, args, kwargs, future, loop): an asyncio future and its loop, or a concurrent future.
+_Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any, Any]
 _STOP = object()
 
 
@@ -50,11 +53,14 @@ class LedgerExecutor:
         self, fn: Callable[..., T], *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put((fn, args, kwargs, future))
+        self._queue.put((fn, args, kwargs, future, None))
         return future
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((fn, args, kwargs, future, loop))
+        return await future
 
     def close(self, timeout: float = 10.0) -> None:
         self._queue.put(_STOP)
@@ -114,11 +120,20 @@ class LedgerExecutor:
                 except Exception as exc:  # noqa: BLE001 - delivered to the caller
                     self._reset()
                     outcomes.append((None, exc))
-        for (_fn, _a, _k, future), (result, error) in zip(batch, outcomes, strict=True):
-            if error is not None:
-                future.set_exception(error)
+        by_loop: dict[Any, list[tuple[Any, Any, BaseException | None]]] = {}
+        for (_fn, _a, _k, future, loop), (result, error) in zip(batch, outcomes, strict=True):
+            if loop is None:
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
             else:
-                future.set_result(result)
+                by_loop.setdefault(loop, []).append((future, result, error))
+        for loop, done in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, done)
+            except RuntimeError:  # the loop has closed: nobody is waiting any more
+                pass
 
     def _begin(self) -> Tx:
         raw = self._connection()
@@ -126,7 +141,7 @@ class LedgerExecutor:
         return Tx(raw, postgres=self._postgres, fault=self._fault)
 
     def _run_one(self, call: _Call) -> tuple[Any, BaseException | None]:
-        fn, args, kwargs, _future = call
+        fn, args, kwargs, _future, _loop = call
         tx = self._begin()
         try:
             result = fn(tx, *args, **kwargs)
@@ -143,14 +158,11 @@ class LedgerExecutor:
         tx = self._begin()
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
-            for fn, args, kwargs, _future in batch:
-                self._exec("SAVEPOINT call")
+            for fn, args, kwargs, _future, _loop in batch:
                 try:
                     outcomes.append((fn(tx, *args, **kwargs), None))
-                except TallygateError as exc:
-                    self._exec("ROLLBACK TO SAVEPOINT call")
+                except TallygateError as exc:  # refused before writing anything
                     outcomes.append((None, exc))
-                self._exec("RELEASE SAVEPOINT call")
             self._exec("COMMIT")
         except BaseException:
             self._exec("ROLLBACK")
@@ -170,3 +182,13 @@ class LedgerExecutor:
             except Exception:  # noqa: BLE001 - unusable: drop it, the next call reconnects
                 self._pooled.invalidate()
                 self._raw = None
+
+
+def _resolve(done: list[tuple[Any, Any, BaseException | None]]) -> None:
+    for future, result, error in done:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)

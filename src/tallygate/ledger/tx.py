@@ -30,7 +30,7 @@ class Tx:
             return sql
         cached = self._sql.get(sql)
         if cached is None:
-            cached = self._sql[sql] = sql.replace("?", "%s")
+            cached = self._sql[sql] = sql.replace("%", "%%").replace("?", "%s")
         return cached
 
     @property

@@ -143,4 +143,3 @@ Index(
     sqlite_where=text("status = 'pending'"),
     postgresql_where=text("status = 'pending'"),
 )
-Index("ix_holds_account_status", holds.c.account_id, holds.c.status)

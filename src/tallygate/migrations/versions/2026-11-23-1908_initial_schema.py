@@ -135,7 +135,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("hold_key", name=op.f("uq_holds_hold_key")),
     )
     with op.batch_alter_table("holds", schema=None) as batch_op:
-        batch_op.create_index("ix_holds_account_status", ["account_id", "status"], unique=False)
         batch_op.create_index(
             "ix_holds_pending_expiry",
             ["expires_at"],
@@ -249,7 +248,6 @@ def downgrade() -> None:
             sqlite_where=sa.text("status = 'pending'"),
             postgresql_where=sa.text("status = 'pending'"),
         )
-        batch_op.drop_index("ix_holds_account_status")
 
     op.drop_table("holds")
     op.drop_table("users")
