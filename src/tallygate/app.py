@@ -1,0 +1,107 @@
+"""``create_app()``: the FastAPI application, built from ``Settings`` with nothing at import time.
+
+The lifespan opens the database, bootstraps the ledger's platform accounts, stores the typed
+``AppState`` on ``app.state`` and runs the sweeper (expired holds and lots) until shutdown.
+Migrations are not run here: ``tallygate serve`` runs them first (unless ``--no-migrate``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import anyio
+from fastapi import FastAPI
+
+from tallygate import __version__, error_handlers
+from tallygate.admin import admin_api
+from tallygate.config import Settings, get_settings
+from tallygate.db.engine import Database
+from tallygate.kit.clock import Clock, SystemClock
+from tallygate.ledger import Ledger
+from tallygate.ledger.faults import hook
+from tallygate.observability import health
+from tallygate.observability.logging import configure_logging
+from tallygate.state import AppState
+from tallygate.users import endpoints as users
+from tallygate.wallet import endpoints as wallet
+
+logger = logging.getLogger(__name__)
+
+
+def open_state(settings: Settings, clock: Clock) -> AppState:
+    """Open the database and bootstrap the ledger (blocking: run it off the event loop)."""
+    db = Database(settings.database_url)
+    ledger = Ledger(
+        {"credit": settings.credit_currency, "routed": settings.routed_currency},
+        clock=clock,
+        hold_ttl_seconds=settings.hold_ttl_seconds,
+        hold_grace_seconds=settings.hold_grace_seconds,
+        fault=hook(settings.fault),
+    )
+    try:
+        with db.begin() as conn:
+            ledger.bootstrap(ledger.tx(conn))
+    except BaseException:
+        db.dispose()
+        raise
+    return AppState(settings=settings, db=db, ledger=ledger, clock=clock)
+
+
+def sweep_once(state: AppState) -> tuple[int, int]:
+    """Expire overdue holds and lots in one write transaction; returns (holds, lots)."""
+    with state.db.begin() as conn:
+        tx = state.ledger.tx(conn)
+        return state.ledger.expire_holds(tx), state.ledger.expire_lots(tx)
+
+
+async def run_sweeper(state: AppState, interval: float) -> None:
+    """Sweep every ``interval`` seconds until cancelled. A failed sweep is logged and retried at
+    the next tick; cancellation waits for a sweep in progress to commit or roll back."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            holds, lots = await anyio.to_thread.run_sync(sweep_once, state)
+        except Exception:
+            logger.exception("sweeper: sweep failed; retrying at the next tick")
+            continue
+        if holds or lots:
+            logger.info("sweeper: expired %d hold(s) and %d lot(s)", holds, lots)
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    clock = clock or SystemClock()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings)
+        state = await anyio.to_thread.run_sync(open_state, settings, clock)
+        app.state.tallygate = state
+        sweeper = None
+        if settings.sweeper_interval_seconds > 0:
+            sweeper = asyncio.create_task(
+                run_sweeper(state, settings.sweeper_interval_seconds), name="tallygate-sweeper"
+            )
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            state.db.dispose()
+
+    app = FastAPI(
+        title="Tallygate",
+        version=__version__,
+        summary="OpenAI-compatible AI gateway with an exact double-entry wallet.",
+        lifespan=lifespan,
+    )
+    error_handlers.install(app)
+    app.include_router(health.router)
+    app.include_router(users.router)
+    app.include_router(wallet.router)
+    app.include_router(admin_api())
+    return app

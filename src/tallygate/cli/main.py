@@ -1,0 +1,225 @@
+"""The ``tallygate`` command: serve, migrate, create-admin, create-user, reconcile.
+
+Every expected failure prints one readable line to stderr and exits 1 — never a traceback."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, TypeVar
+
+import psycopg
+import typer
+from sqlalchemy import Connection
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from tallygate.config import Settings, get_settings
+from tallygate.db.engine import Database
+from tallygate.errors import TallygateError
+from tallygate.kit.clock import SystemClock, to_epoch_us
+from tallygate.ledger import Ledger
+
+app = typer.Typer(
+    name="tallygate",
+    help="Tallygate: an OpenAI-compatible AI gateway whose wallet is an exact ledger.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+T = TypeVar("T")
+
+
+class CommandFailed(Exception):
+    """A readable, expected failure of a command (exit code 1)."""
+
+
+def fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+# The ledger talks to the raw driver, so its failures arrive as DB-API errors.
+DatabaseErrors = (SQLAlchemyError, sqlite3.Error, psycopg.Error)
+
+
+def _database_problem(exc: Exception) -> str:
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    lowered = detail.lower()
+    if "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):
+        return f"the database is not migrated ({detail}): run `tallygate migrate` first"
+    return f"database error: {detail}"
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    """Run a command body, turning expected failures into one line on stderr and exit 1."""
+    try:
+        return fn()
+    except TallygateError as exc:
+        raise fail(exc.message) from None
+    except CommandFailed as exc:
+        raise fail(str(exc)) from None
+    except DatabaseErrors as exc:
+        raise fail(_database_problem(exc)) from None
+
+
+def _safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _ledger(settings: Settings) -> Ledger:
+    return Ledger(
+        {"credit": settings.credit_currency, "routed": settings.routed_currency},
+        hold_ttl_seconds=settings.hold_ttl_seconds,
+        hold_grace_seconds=settings.hold_grace_seconds,
+    )
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[Database]:
+    db = Database(settings.database_url)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+@contextmanager
+def _snapshot(db: Database) -> Iterator[Connection]:
+    """A read transaction that sees one consistent snapshot across all its statements
+    (SQLite: any read transaction; PostgreSQL: REPEATABLE READ)."""
+    if db.sqlite:
+        with db.read() as conn:
+            yield conn
+        return
+    with db.engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default: settings)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: settings)")] = None,
+    no_migrate: Annotated[
+        bool, typer.Option("--no-migrate", help="Do not apply migrations before starting")
+    ] = False,
+) -> None:
+    """Apply migrations (under a lock), then serve the API with uvicorn."""
+    import uvicorn
+
+    from tallygate.app import create_app
+    from tallygate.db.migrate import upgrade
+    from tallygate.observability.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings)
+    if not no_migrate:
+        guarded(lambda: upgrade(settings.database_url))
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Apply every pending database migration (safe to run from several processes at once)."""
+    from tallygate.db.migrate import upgrade
+
+    settings = get_settings()
+    guarded(lambda: upgrade(settings.database_url))
+    typer.echo(f"migrated {_safe_url(settings.database_url)} to the latest schema")
+
+
+def _create(email: str, password: str, role: str, display_name: str) -> None:
+    from tallygate.users import service as users
+
+    settings = get_settings()
+
+    def run() -> None:
+        with _database(settings) as db, db.begin() as conn:
+            ledger = _ledger(settings)
+            ledger.bootstrap(ledger.tx(conn))
+            user = users.create_user(
+                conn,
+                ledger,
+                email=email,
+                password=password,
+                role=role,
+                display_name=display_name,
+                now_us=to_epoch_us(SystemClock().now()),
+                actor="cli",
+                source="cli",
+            )
+        typer.echo(f"created {user.role} {user.email} (id {user.id})")
+
+    guarded(run)
+
+
+EmailOption = Annotated[str, typer.Option(prompt=True, help="Login email")]
+PasswordOption = Annotated[
+    str,
+    typer.Option(
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        help="Password (at least 10 characters); prompted without echo when omitted",
+    ),
+]
+NameOption = Annotated[str, typer.Option(help="Display name")]
+
+
+@app.command("create-admin")
+def create_admin(
+    email: EmailOption, password: PasswordOption, display_name: NameOption = ""
+) -> None:
+    """Create an operator (recorded in the audit trail)."""
+    _create(email, password, "operator", display_name)
+
+
+@app.command("create-user")
+def create_user(
+    email: EmailOption, password: PasswordOption, display_name: NameOption = ""
+) -> None:
+    """Create a user with empty Credit and Routed balance buckets."""
+    _create(email, password, "user", display_name)
+
+
+@app.command()
+def reconcile() -> None:
+    """Prove that every cached balance equals its postings; exit 1 if anything differs."""
+    from tallygate.ledger.reconcile import reconcile as run_reconcile
+
+    settings = get_settings()
+
+    def run() -> bool:
+        with _database(settings) as db, _snapshot(db) as conn:
+            ledger = _ledger(settings)
+            report = run_reconcile(
+                ledger.tx(conn), now_us=ledger.now_us(), grace_us=ledger.hold_grace_us
+            )
+        for line in report.lines():
+            typer.echo(line)
+        return report.ok
+
+    if not guarded(run):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise SystemExit(130) from None

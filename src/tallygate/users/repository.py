@@ -1,0 +1,108 @@
+"""Every SQL statement for users and their sessions (SQLAlchemy Core, both databases)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tallygate.models.users import user_sessions, users
+
+_USER_COLUMNS = (
+    users.c.id,
+    users.c.email,
+    users.c.password_hash,
+    users.c.role,
+    users.c.display_name,
+    users.c.disabled,
+    users.c.created_at,
+)
+
+
+def insert_user_unless_email_taken(
+    conn: Connection,
+    *,
+    email: str,
+    password_hash: str,
+    role: str,
+    display_name: str,
+    now_us: int,
+) -> int | None:
+    """Insert a user; None when the email is taken.
+
+    One ``INSERT … ON CONFLICT (email) DO NOTHING`` closes the race between two sign-ups with
+    the same email (a check-then-insert would let both pass the check), and does not abort a
+    PostgreSQL transaction the way a caught unique violation would."""
+    dialect_insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = (
+        dialect_insert(users)
+        .values(
+            email=email,
+            password_hash=password_hash,
+            role=role,
+            display_name=display_name,
+            disabled=0,
+            created_at=now_us,
+        )
+        .on_conflict_do_nothing(index_elements=[users.c.email])
+        .returning(users.c.id)
+    )
+    found = conn.execute(stmt).scalar_one_or_none()
+    return int(found) if found is not None else None
+
+
+def user_by_email(conn: Connection, email: str) -> RowMapping | None:
+    return conn.execute(select(*_USER_COLUMNS).where(users.c.email == email)).mappings().first()
+
+
+def user_by_id(conn: Connection, user_id: int) -> RowMapping | None:
+    return conn.execute(select(*_USER_COLUMNS).where(users.c.id == user_id)).mappings().first()
+
+
+def list_users(conn: Connection, *, after_id: int | None, limit: int) -> list[RowMapping]:
+    """Users in id order, keyset-paginated (``after_id`` is the last id of the previous page)."""
+    stmt = select(*_USER_COLUMNS).order_by(users.c.id).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(users.c.id > after_id)
+    return list(conn.execute(stmt).mappings())
+
+
+def set_password_hash(conn: Connection, user_id: int, password_hash: str) -> None:
+    conn.execute(update(users).where(users.c.id == user_id).values(password_hash=password_hash))
+
+
+def insert_session(
+    conn: Connection, *, token_hash: str, user_id: int, now_us: int, expires_at_us: int
+) -> int:
+    stmt = (
+        insert(user_sessions)
+        .values(token_hash=token_hash, user_id=user_id, created_at=now_us, expires_at=expires_at_us)
+        .returning(user_sessions.c.id)
+    )
+    return int(conn.execute(stmt).scalar_one())
+
+
+def session_with_user(conn: Connection, token_hash: str) -> RowMapping | None:
+    """The session row (id, expires_at, revoked_at) joined with its user's columns."""
+    stmt = (
+        select(
+            user_sessions.c.id.label("session_id"),
+            user_sessions.c.expires_at,
+            user_sessions.c.revoked_at,
+            *_USER_COLUMNS,
+        )
+        .join(users, users.c.id == user_sessions.c.user_id)
+        .where(user_sessions.c.token_hash == token_hash)
+    )
+    return conn.execute(stmt).mappings().first()
+
+
+def revoke_session(conn: Connection, session_id: int, now_us: int) -> bool:
+    """Revoke once: a conditional UPDATE, so a second logout changes nothing."""
+    stmt = (
+        update(user_sessions)
+        .where(user_sessions.c.id == session_id, user_sessions.c.revoked_at.is_(None))
+        .values(revoked_at=now_us)
+    )
+    return conn.execute(stmt).rowcount == 1

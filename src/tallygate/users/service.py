@@ -1,0 +1,226 @@
+"""Users, passwords and sessions.
+
+Functions take the request's (or command's) connection first and never commit. A session
+token is 256 random bits shown to the client once; only its SHA-256 is stored, so a leaked
+database does not leak live sessions."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import Connection, RowMapping
+
+from tallygate.audit import service as audit
+from tallygate.errors import BadRequest, Conflict, NotFound, Unauthorized
+from tallygate.ledger import Ledger
+from tallygate.users import passwords
+from tallygate.users import repository as repo
+
+ROLES = ("user", "operator")
+
+
+class InvalidEmail(BadRequest):
+    code = "invalid_email"
+
+
+class WeakPassword(BadRequest):
+    code = "weak_password"
+
+
+class EmailTaken(Conflict):
+    code = "email_taken"
+
+
+class InvalidCredentials(Unauthorized):
+    code = "invalid_credentials"
+
+
+class InvalidSession(Unauthorized):
+    code = "invalid_session"
+
+
+class UserNotFound(NotFound):
+    code = "user_not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    email: str
+    role: str
+    display_name: str
+    disabled: bool
+    created_at_us: int
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role == "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """An authenticated session. ``token`` is set only when the session was just created."""
+
+    id: int
+    user: User
+    expires_at_us: int
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserPage:
+    items: list[User]
+    next_cursor: int | None
+
+
+def _user(m: RowMapping) -> User:
+    return User(
+        id=int(m["id"]),
+        email=str(m["email"]),
+        role=str(m["role"]),
+        display_name=str(m["display_name"]),
+        disabled=bool(m["disabled"]),
+        created_at_us=int(m["created_at"]),
+    )
+
+
+def normalize_email(email: str) -> str:
+    """Validated and lower-cased, so ``Ann@Example.com`` and ``ann@example.com`` are one user."""
+    try:
+        valid = validate_email(email.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidEmail(f"invalid email address: {exc}", param="email") from None
+    return valid.normalized.lower()
+
+
+def check_password(password: str) -> None:
+    if len(password) < passwords.MIN_LENGTH:
+        raise WeakPassword(
+            f"password must be at least {passwords.MIN_LENGTH} characters long", param="password"
+        )
+    if len(password) > passwords.MAX_LENGTH:
+        raise WeakPassword(
+            f"password must be at most {passwords.MAX_LENGTH} characters long", param="password"
+        )
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_user(
+    conn: Connection,
+    ledger: Ledger,
+    *,
+    email: str,
+    password: str,
+    role: str = "user",
+    display_name: str = "",
+    now_us: int,
+    actor: str = "cli",
+    source: str = "cli",
+) -> User:
+    """Create a user and open their ledger accounts in the same transaction.
+
+    Creating an operator is recorded in the audit trail (``actor``/``source`` say who did it)."""
+    if role not in ROLES:
+        raise BadRequest(f"role must be one of {', '.join(ROLES)}", param="role")
+    address = normalize_email(email)
+    check_password(password)
+    user_id = repo.insert_user_unless_email_taken(
+        conn,
+        email=address,
+        password_hash=passwords.hash_password(password),
+        role=role,
+        display_name=display_name.strip(),
+        now_us=now_us,
+    )
+    if user_id is None:
+        raise EmailTaken(f"a user with email {address} already exists", param="email")
+    tx = ledger.tx(conn)
+    ledger.open_user(tx, user_id)
+    if role == "operator":
+        audit.record(
+            tx,
+            now_us=now_us,
+            actor=actor,
+            source=source,
+            action="user.create",
+            target=f"user:{user_id}",
+            after={"email": address, "role": role},
+        )
+    return get_user(conn, user_id)
+
+
+def get_user(conn: Connection, user_id: int) -> User:
+    row = repo.user_by_id(conn, user_id)
+    if row is None:
+        raise UserNotFound(f"no user with id {user_id}")
+    return _user(row)
+
+
+def list_users(conn: Connection, *, cursor: int | None, limit: int) -> UserPage:
+    rows = repo.list_users(conn, after_id=cursor, limit=limit + 1)
+    items = [_user(r) for r in rows[:limit]]
+    return UserPage(items, items[-1].id if len(rows) > limit else None)
+
+
+def authenticate(conn: Connection, *, email: str, password: str) -> User:
+    """The user with these credentials, or InvalidCredentials — the same answer, after the same
+    amount of hashing work, whether the email is unknown or the password wrong."""
+    refused = InvalidCredentials("invalid email or password")
+    try:
+        address = normalize_email(email)
+    except InvalidEmail:
+        passwords.burn_verify(password)
+        raise refused from None
+    row = repo.user_by_email(conn, address)
+    if row is None:
+        passwords.burn_verify(password)
+        raise refused
+    stored = str(row["password_hash"])
+    if not passwords.verify_password(stored, password):
+        raise refused
+    if row["disabled"]:
+        # Only someone who knows the password learns that the account exists but is disabled.
+        raise InvalidCredentials("this account is disabled", code="account_disabled")
+    if passwords.needs_rehash(stored):
+        repo.set_password_hash(conn, int(row["id"]), passwords.hash_password(password))
+    return _user(row)
+
+
+def create_session(conn: Connection, user: User, *, now_us: int, ttl_seconds: int) -> Session:
+    token = secrets.token_urlsafe(32)
+    expires = now_us + ttl_seconds * 1_000_000
+    session_id = repo.insert_session(
+        conn, token_hash=token_hash(token), user_id=user.id, now_us=now_us, expires_at_us=expires
+    )
+    return Session(session_id, user, expires, token)
+
+
+def login(conn: Connection, *, email: str, password: str, now_us: int, ttl_seconds: int) -> Session:
+    user = authenticate(conn, email=email, password=password)
+    return create_session(conn, user, now_us=now_us, ttl_seconds=ttl_seconds)
+
+
+def resolve_session(conn: Connection, token: str, *, now_us: int) -> Session:
+    """The live session for ``token``; InvalidSession (401) when unknown, expired, revoked or
+    when its user is disabled — each with its own message, none revealing other users."""
+    row = repo.session_with_user(conn, token_hash(token))
+    if row is None:
+        raise InvalidSession("session token is not valid: log in again")
+    m = row
+    if m["revoked_at"] is not None:
+        raise InvalidSession("session was logged out: log in again")
+    if int(m["expires_at"]) <= now_us:
+        raise InvalidSession("session has expired: log in again")
+    if m["disabled"]:
+        raise InvalidSession("this account is disabled")
+    return Session(int(m["session_id"]), _user(row), int(m["expires_at"]))
+
+
+def revoke_session(conn: Connection, session: Session, *, now_us: int) -> None:
+    repo.revoke_session(conn, session.id, now_us)
