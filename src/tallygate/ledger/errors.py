@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tallygate.errors import BadRequest, Conflict, NotFound, PaymentRequired
+from tallygate.errors import BadRequest, Conflict, NotFound, PaymentRequired, Unauthorized
 from tallygate.kit.money import to_decimal_string
 
 
@@ -68,3 +68,32 @@ class AccountOwes(PaymentRequired):
         )
         self.bucket = bucket
         self.debt_nanos = debt_nanos
+
+
+class KeyNotUsable(Unauthorized):
+    """The API key was revoked or has expired (checked inside the hold, so exact everywhere)."""
+
+    code = "invalid_api_key"
+
+
+class KeySpendLimit(PaymentRequired):
+    """The key's spend limit for this bucket would be passed by this request's hold."""
+
+    code = "key_spend_limit"
+
+    def __init__(
+        self, bucket: str, currency: str, period: str, limit_nanos: int, used_nanos: int
+    ) -> None:
+        super().__init__(
+            f"this API key's {period} spend limit for bucket {bucket} "
+            f"({to_decimal_string(limit_nanos)} {currency}) would be exceeded: "
+            f"{to_decimal_string(used_nanos)} {currency} already spent or reserved",
+            details={
+                "bucket": bucket,
+                "currency": currency,
+                "period": period,
+                "limit_nanos": limit_nanos,
+                "used_nanos": used_nanos,
+            },
+        )
+        self.period = period

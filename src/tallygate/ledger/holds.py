@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tallygate.ledger import entries, lots
+from tallygate.ledger import entries, key_spend, lots
 from tallygate.ledger.entries import Posting
 from tallygate.ledger.errors import (
     AccountOwes,
@@ -78,6 +78,7 @@ class HoldOps:
         ttl_seconds: int | None = None,
         cause_type: str | None = None,
         cause_id: str | None = None,
+        key_id: int | None = None,
     ) -> Hold:
         """Reserve ``amount_nanos`` of the bucket and earmark the lots it will draw.
 
@@ -89,13 +90,24 @@ class HoldOps:
         ua = self.user_accounts(tx, user_id, bucket)
         now = self.now_us()
         expires = now + (ttl_seconds * 1_000_000 if ttl_seconds is not None else self.hold_ttl_us)
+        day = key_spend.utc_day(now)
         if tx.postgres:
             return self._place_hold_pg(
-                tx, ua, hold_key, amount_nanos, now, expires, cause_type, cause_id
+                tx, ua, hold_key, amount_nanos, now, expires, cause_type, cause_id, key_id, day
+            )
+        if key_id is not None:
+            key_spend.reserve(
+                tx,
+                key_id=key_id,
+                bucket=bucket,
+                currency=ua.currency,
+                amount=amount_nanos,
+                day=day,
+                now_us=now,
             )
         # Closes the overdraw race: the check and the reservation are one statement, and on
         # PostgreSQL a concurrent updater re-evaluates the WHERE against the committed row.
-        # Every check comes before any write, so a refusal leaves nothing behind.
+        # Every check comes before any lasting write, so a refusal leaves nothing behind.
         reserved = tx.one(
             "UPDATE accounts SET held_nanos = held_nanos + ? WHERE id = ? "
             "AND balance_nanos - held_nanos >= ? "
@@ -104,13 +116,16 @@ class HoldOps:
             (amount_nanos, ua.bucket_id, amount_nanos, ua.debt_id),
         )
         if reserved is None:
+            if key_id is not None:
+                key_spend.unreserve(tx, key_id=key_id, bucket=bucket, amount=amount_nanos)
             if tx.one("SELECT 1 FROM holds WHERE hold_key = ?", (hold_key,)) is not None:
                 return self._replay_hold(tx, hold_key, ua, amount_nanos)
             self._refuse(tx, ua, amount_nanos)
         draws = lots.plan(lots.free_lots(tx, ua.bucket_id), amount_nanos)
         row = tx.one(
             "INSERT INTO holds (hold_key, account_id, amount_nanos, status, earmarks, created_at, "
-            "expires_at, cause_type, cause_id) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?) "
+            "expires_at, cause_type, cause_id, key_id, spend_day) "
+            "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (hold_key) DO NOTHING RETURNING id",
             (
                 hold_key,
@@ -121,13 +136,17 @@ class HoldOps:
                 expires,
                 cause_type,
                 cause_id,
+                key_id,
+                day,
             ),
         )
-        if row is None:  # the key exists: undo our reservation (we still hold the row lock)
+        if row is None:  # the key exists: undo our reservations (we still hold the locks)
             tx.run(
                 "UPDATE accounts SET held_nanos = held_nanos - ? WHERE id = ?",
                 (amount_nanos, ua.bucket_id),
             )
+            if key_id is not None:
+                key_spend.unreserve(tx, key_id=key_id, bucket=bucket, amount=amount_nanos)
             return self._replay_hold(tx, hold_key, ua, amount_nanos)
         lots.earmark(tx, draws)
         return Hold(hold_key, user_id, bucket, ua.currency, amount_nanos, "pending", expires)
@@ -142,12 +161,25 @@ class HoldOps:
         expires: int,
         cause_type: str | None,
         cause_id: str | None,
+        key_id: int | None,
+        day: int,
     ) -> Hold:
         """PostgreSQL: the same steps as the SQLite path, as one server-side function call
-        (migration 0002) — one round trip instead of five."""
+        (migrations 0002/0004) — one round trip instead of five."""
         row = tx.one(
-            "SELECT * FROM tg_place_hold(?, ?, ?, ?, ?, ?, ?, ?)",
-            (ua.bucket_id, ua.debt_id, hold_key, amount, now, expires, cause_type, cause_id),
+            "SELECT * FROM tg_place_hold(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                ua.bucket_id,
+                ua.debt_id,
+                hold_key,
+                amount,
+                now,
+                expires,
+                cause_type,
+                cause_id,
+                key_id,
+                day,
+            ),
         )
         assert row is not None
         outcome = row[0]
@@ -155,6 +187,17 @@ class HoldOps:
             return Hold(hold_key, ua.user_id, ua.bucket, ua.currency, amount, "pending", expires)
         if outcome == "replay":
             return self._replay_hold(tx, hold_key, ua, amount)
+        if outcome == "key_refused":
+            assert key_id is not None
+            key_spend.refuse(
+                tx,
+                key_id=key_id,
+                bucket=ua.bucket,
+                currency=ua.currency,
+                amount=amount,
+                day=day,
+                now_us=now,
+            )
         balance, held, debt = int(row[1]), int(row[2]), int(row[4])
         if debt > 0:
             raise AccountOwes(ua.bucket, ua.currency, debt)
@@ -235,7 +278,8 @@ class HoldOps:
             "settled_nanos = CASE WHEN ? > amount_nanos THEN amount_nanos ELSE ? END, "
             "overrun_nanos = CASE WHEN ? > amount_nanos THEN ? - amount_nanos ELSE 0 END "
             "WHERE hold_key = ? AND status = 'pending' "
-            "RETURNING account_id, amount_nanos, earmarks, settled_nanos, overrun_nanos",
+            "RETURNING account_id, amount_nanos, earmarks, settled_nanos, overrun_nanos, "
+            "key_id, spend_day",
             (now, actual_nanos, actual_nanos, actual_nanos, actual_nanos, hold_key),
         )
         if row is None:
@@ -243,6 +287,15 @@ class HoldOps:
         account_id, amount, earmarks = int(row[0]), int(row[1]), str(row[2])
         charge, overrun = int(row[3]), int(row[4])
         ua = self._by_bucket_id(tx, account_id)
+        if row[5] is not None:
+            key_spend.resolve(
+                tx,
+                key_id=int(row[5]),
+                bucket=ua.bucket,
+                amount=amount,
+                charged=charge,
+                spend_day=int(row[6]),
+            )
         after = tx.one(
             "UPDATE accounts SET balance_nanos = balance_nanos - ?, held_nanos = held_nanos - ? "
             "WHERE id = ? RETURNING balance_nanos",
@@ -359,7 +412,7 @@ class HoldOps:
         row = tx.one(
             f"UPDATE holds SET status = ?, resolved_at = ? WHERE hold_key = ? "
             f"AND status = 'pending'{guard} RETURNING account_id, amount_nanos, earmarks, "
-            "expires_at",
+            "expires_at, key_id, spend_day",
             params,
         )
         if row is None:
@@ -383,6 +436,16 @@ class HoldOps:
                 replayed=True,
             )
         account_id, amount = int(row[0]), int(row[1])
+        if row[4] is not None:
+            ua_key = self._by_bucket_id(tx, account_id)
+            key_spend.resolve(
+                tx,
+                key_id=int(row[4]),
+                bucket=ua_key.bucket,
+                amount=amount,
+                charged=0,
+                spend_day=int(row[5]),
+            )
         tx.run("UPDATE accounts SET held_nanos = held_nanos - ? WHERE id = ?", (amount, account_id))
         for lot_id, reserved in lots.decode_earmarks(str(row[2])):
             tx.run(

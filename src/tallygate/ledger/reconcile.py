@@ -8,6 +8,7 @@ Checks, each reported with the rows involved:
 - each bucket's held amount = Σ its pending holds; each lot's earmark = Σ pending earmarks;
 - no pending hold is past TTL + grace; every settled hold has exactly the usage it settled,
   and no released or expired hold charged anything;
+- each API key's spend counters equal its holds (reserved = pending, spent = settled);
 - the audit chain is intact."""
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def reconcile(tx: Tx, *, now_us: int, grace_us: int) -> Report:
     _balances(tx, report)
     _lots(tx, report)
     _holds(tx, report, now_us, grace_us)
+    _key_spend(tx, report)
     report.problems.extend(verify_audit(tx))
     return report
 
@@ -167,4 +169,26 @@ def _holds(tx: Tx, report: Report, now_us: int, grace_us: int) -> None:
             report.problems.append(
                 f"lot {lot_id}: earmarked {marked} ≠ Σ pending earmarks "
                 f"{earmarked.get(int(lot_id), 0)}"
+            )
+
+
+def _key_spend(tx: Tx, report: Report) -> None:
+    sums: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
+    for key_id, bucket, status, amount, settled in tx.all(
+        "SELECT h.key_id, a.bucket, h.status, h.amount_nanos, h.settled_nanos FROM holds h "
+        "JOIN accounts a ON a.id = h.account_id WHERE h.key_id IS NOT NULL"
+    ):
+        pair = sums[(int(key_id), str(bucket))]
+        if status == "pending":
+            pair[0] += int(amount)
+        elif status == "settled":
+            pair[1] += int(settled or 0)
+    for key_id, bucket, reserved, spent in tx.all(
+        "SELECT key_id, bucket, total_reserved_nanos, total_spent_nanos FROM key_spend"
+    ):
+        want_reserved, want_spent = sums.get((int(key_id), str(bucket)), [0, 0])
+        if int(reserved) != want_reserved or int(spent) != want_spent:
+            report.problems.append(
+                f"key {key_id} {bucket}: counters reserved {reserved} / spent {spent} ≠ holds "
+                f"{want_reserved} / {want_spent}"
             )

@@ -130,6 +130,9 @@ holds = Table(
     Column("entry_id", Integer, ForeignKey("entries.id"), nullable=True),
     Column("cause_type", String(32), nullable=True),
     Column("cause_id", String(100), nullable=True),
+    # The API key whose spend counters this hold reserved, and the UTC day (yyyymmdd) it did.
+    Column("key_id", Integer, nullable=True),
+    Column("spend_day", Integer, nullable=True),
     CheckConstraint("amount_nanos > 0", name="amount_positive"),
     CheckConstraint("status IN ('pending', 'settled', 'released', 'expired')", name="status"),
     CheckConstraint(
