@@ -98,6 +98,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         version=__version__,
         summary="OpenAI-compatible AI gateway with an exact double-entry wallet.",
         lifespan=lifespan,
+        # The interactive docs pages load their scripts from a CDN; Tallygate's pages load
+        # nothing from outside the server (DESIGN.md §7). The OpenAPI document stays.
+        docs_url=None,
+        redoc_url=None,
     )
     error_handlers.install(app)
     app.include_router(health.router)

@@ -16,7 +16,12 @@ import orjson
 from tallygate.config import Settings
 
 # LogRecord attributes that are not user-supplied ``extra`` fields.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# uvicorn's "color_message" duplicates "message" with terminal escapes.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,0 +1,136 @@
+"""``python -m tallygate`` as a subprocess, against a throw-away SQLite file and a throw-away
+PostgreSQL database: what an operator types, what they read, and the exit code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from tallygate.db.engine import Database
+from tests.fixtures import databases
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Cli:
+    url: str
+
+    def __call__(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYGATE_")}
+        env["TALLYGATE_DATABASE_URL"] = self.url
+        return subprocess.run(
+            [sys.executable, "-m", "tallygate", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            start_new_session=True,  # no controlling terminal: password prompts read stdin
+        )
+
+
+@pytest.fixture
+def cli(backend: str, tmp_path: Path) -> Iterator[Cli]:
+    """A CLI bound to a brand-new, unmigrated database of the parametrised backend."""
+    if backend == "sqlite":
+        yield Cli(f"sqlite:///{tmp_path / 'cli.db'}")
+        return
+    databases.ensure_postgres()
+    url = databases.create_pg_database("tg_cli")
+    try:
+        yield Cli(url)
+    finally:
+        databases.drop_pg_database(url)
+
+
+@pytest.fixture
+def migrated(cli: Cli) -> Cli:
+    result = cli("migrate")
+    assert result.returncode == 0, result.stderr
+    return cli
+
+
+class TestMigrate:
+    def test_creates_the_schema_and_is_idempotent(self, cli: Cli) -> None:
+        first = cli("migrate")
+        assert first.returncode == 0, first.stderr
+        assert "to the latest schema" in first.stdout
+        assert cli("migrate").returncode == 0
+        db = Database(cli.url)
+        try:
+            with db.read() as conn:
+                assert conn.execute(text("SELECT COUNT(*) FROM users")).scalar_one() == 0
+        finally:
+            db.dispose()
+
+    def test_an_unreachable_database_is_one_readable_line(self) -> None:
+        result = Cli("postgresql+psycopg://postgres@127.0.0.1:1/nowhere")("migrate")
+        assert result.returncode == 1
+        assert result.stderr.startswith("error: database error:")
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in result.stderr
+
+
+class TestCreateUsers:
+    def test_create_admin_creates_an_operator(self, migrated: Cli) -> None:
+        result = migrated("create-admin", "--email", "Op@Example.com", "--password", PASSWORD)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "created operator op@example.com (id 1)"
+
+    def test_create_user_creates_a_user(self, migrated: Cli) -> None:
+        result = migrated("create-user", "--email", "ann@example.com", "--password", PASSWORD)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "created user ann@example.com (id 1)"
+
+    def test_a_duplicate_email_is_a_readable_error_and_exit_1(self, migrated: Cli) -> None:
+        migrated("create-user", "--email", "ann@example.com", "--password", PASSWORD)
+        result = migrated("create-admin", "--email", "ANN@example.com", "--password", PASSWORD)
+        assert result.returncode == 1
+        assert result.stderr == "error: a user with email ann@example.com already exists\n"
+
+    def test_a_short_password_is_a_readable_error_and_exit_1(self, migrated: Cli) -> None:
+        result = migrated("create-user", "--email", "ann@example.com", "--password", "short")
+        assert result.returncode == 1
+        assert result.stderr == "error: password must be at least 10 characters long\n"
+
+    def test_the_password_is_prompted_for_twice_when_not_given(self, migrated: Cli) -> None:
+        result = migrated("create-user", "--email", "ann@example.com", stdin=f"{PASSWORD}\n" * 2)
+        assert result.returncode == 0, result.stderr
+        assert "created user ann@example.com" in result.stdout
+
+    def test_an_unmigrated_database_says_to_migrate(self, cli: Cli) -> None:
+        result = cli("create-user", "--email", "ann@example.com", "--password", PASSWORD)
+        assert result.returncode == 1
+        assert "run `tallygate migrate` first" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+class TestReconcile:
+    def test_a_consistent_ledger_reconciles_with_exit_0(self, migrated: Cli) -> None:
+        migrated("create-admin", "--email", "op@example.com", "--password", PASSWORD)
+        result = migrated("reconcile")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("reconcile: OK (")
+
+    def test_a_cached_balance_that_disagrees_with_its_postings_exits_1(self, migrated: Cli) -> None:
+        migrated("create-user", "--email", "ann@example.com", "--password", PASSWORD)
+        db = Database(migrated.url)
+        try:
+            with db.begin() as conn:
+                conn.execute(
+                    text("UPDATE accounts SET balance_nanos = 5 WHERE code = 'user:1:credit'")
+                )
+        finally:
+            db.dispose()
+        result = migrated("reconcile")
+        assert result.returncode == 1
+        assert "problem(s) found" in result.stdout
+        assert "account user:1:credit: cached balance 5" in result.stdout
