@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from tallygate.models.users import users
 from tests.fixtures.factories import PASSWORD
@@ -97,6 +97,21 @@ class TestLogin:
             )
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "account_disabled"
+
+    def test_a_refused_login_never_waits_for_the_write_lock(self, live: LiveServer) -> None:
+        live.make.user(email="ann@example.com")
+        with live.db.engine.connect() as blocker:
+            # SQLite: this engine's BEGIN IMMEDIATE takes the database write lock. PostgreSQL:
+            # lock the sessions table against writes. Either way no login could commit now.
+            blocker.begin()
+            if not live.db.sqlite:
+                blocker.execute(text("LOCK TABLE user_sessions IN EXCLUSIVE MODE"))
+            with live.client(timeout=5) as http:
+                response = http.post(
+                    "/api/auth/login", json={"email": "ann@example.com", "password": "not it, no"}
+                )
+            blocker.rollback()
+        assert response.status_code == 401
 
     def test_a_missing_field_is_a_422_that_names_the_field(self, live: LiveServer) -> None:
         with live.client() as http:

@@ -84,7 +84,8 @@ class TestAuthenticate:
     def test_returns_the_user_for_the_right_password(self, db: Database, ledger: Ledger) -> None:
         user = create(db, ledger, "ann@example.com")
         with db.begin() as conn:
-            assert service.authenticate(conn, email="ann@example.com", password=PASSWORD) == user
+            credentials = service.authenticate(conn, email="ann@example.com", password=PASSWORD)
+        assert credentials == service.Credentials(user, rehash=None)
 
     @pytest.mark.parametrize(
         ("email", "password"),
@@ -98,15 +99,18 @@ class TestAuthenticate:
             service.authenticate(conn, email=email, password=password)
         assert refused.value.message == "invalid email or password"
 
-    def test_rehashes_a_password_hashed_with_weaker_parameters(
+    def test_a_hash_with_weaker_parameters_is_upgraded_when_the_session_starts(
         self, db: Database, ledger: Ledger
     ) -> None:
         user = create(db, ledger, "ann@example.com")
         weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
         with db.begin() as conn:
             repository.set_password_hash(conn, user.id, weak)
+        with db.read() as conn:
+            credentials = service.authenticate(conn, email="ann@example.com", password=PASSWORD)
+        assert credentials.rehash is not None
         with db.begin() as conn:
-            service.authenticate(conn, email="ann@example.com", password=PASSWORD)
+            service.start_session(conn, credentials, now_us=ledger.now_us(), ttl_seconds=60)
         with db.read() as conn:
             row = repository.user_by_email(conn, "ann@example.com")
         assert row is not None

@@ -9,8 +9,13 @@ from fastapi import APIRouter, Query, Request, Response
 from tallygate.kit.clock import from_epoch_us
 from tallygate.state import ReadConn, State, WriteConn
 from tallygate.users import service
-from tallygate.users.dependencies import SESSION_COOKIE, CurrentSession, CurrentUser
-from tallygate.users.schemas import LoginRequest, LoginResponse, UserList, UserOut
+from tallygate.users.dependencies import (
+    SESSION_COOKIE,
+    CurrentSession,
+    CurrentUser,
+    VerifiedCredentials,
+)
+from tallygate.users.schemas import LoginResponse, UserList, UserOut
 
 router = APIRouter(prefix="/api", tags=["auth"])
 admin_router = APIRouter(prefix="/users", tags=["admin"])
@@ -18,12 +23,14 @@ admin_router = APIRouter(prefix="/users", tags=["admin"])
 
 @router.post("/auth/login")
 def login(
-    body: LoginRequest, request: Request, response: Response, conn: WriteConn, state: State
+    credentials: VerifiedCredentials,
+    request: Request,
+    response: Response,
+    conn: WriteConn,
+    state: State,
 ) -> LoginResponse:
     ttl = state.settings.session_ttl_seconds
-    session = service.login(
-        conn, email=body.email, password=body.password, now_us=state.now_us(), ttl_seconds=ttl
-    )
+    session = service.start_session(conn, credentials, now_us=state.now_us(), ttl_seconds=ttl)
     assert session.token is not None
     response.set_cookie(
         SESSION_COOKIE,

@@ -71,6 +71,15 @@ class Session:
 
 
 @dataclass(frozen=True, slots=True)
+class Credentials:
+    """A verified email and password: the user, and a stronger hash to store when the stored
+    one was made with weaker parameters."""
+
+    user: User
+    rehash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UserPage:
     items: list[User]
     next_cursor: int | None
@@ -168,9 +177,13 @@ def list_users(conn: Connection, *, cursor: int | None, limit: int) -> UserPage:
     return UserPage(items, items[-1].id if len(rows) > limit else None)
 
 
-def authenticate(conn: Connection, *, email: str, password: str) -> User:
+def authenticate(conn: Connection, *, email: str, password: str) -> Credentials:
     """The user with these credentials, or InvalidCredentials — the same answer, after the same
-    amount of hashing work, whether the email is unknown or the password wrong."""
+    amount of hashing work, whether the email is unknown or the password wrong.
+
+    Read-only, so the deliberately slow hashing runs outside any write transaction (on SQLite
+    a write transaction holds the one database write lock). A hash made with weaker
+    parameters is recomputed here and stored by ``start_session``."""
     refused = InvalidCredentials("invalid email or password")
     try:
         address = normalize_email(email)
@@ -187,9 +200,8 @@ def authenticate(conn: Connection, *, email: str, password: str) -> User:
     if row["disabled"]:
         # Only someone who knows the password learns that the account exists but is disabled.
         raise InvalidCredentials("this account is disabled", code="account_disabled")
-    if passwords.needs_rehash(stored):
-        repo.set_password_hash(conn, int(row["id"]), passwords.hash_password(password))
-    return _user(row)
+    rehash = passwords.hash_password(password) if passwords.needs_rehash(stored) else None
+    return Credentials(_user(row), rehash)
 
 
 def create_session(conn: Connection, user: User, *, now_us: int, ttl_seconds: int) -> Session:
@@ -201,9 +213,13 @@ def create_session(conn: Connection, user: User, *, now_us: int, ttl_seconds: in
     return Session(session_id, user, expires, token)
 
 
-def login(conn: Connection, *, email: str, password: str, now_us: int, ttl_seconds: int) -> Session:
-    user = authenticate(conn, email=email, password=password)
-    return create_session(conn, user, now_us=now_us, ttl_seconds=ttl_seconds)
+def start_session(
+    conn: Connection, credentials: Credentials, *, now_us: int, ttl_seconds: int
+) -> Session:
+    """Log in verified credentials: a new session (and the upgraded password hash, if any)."""
+    if credentials.rehash is not None:
+        repo.set_password_hash(conn, credentials.user.id, credentials.rehash)
+    return create_session(conn, credentials.user, now_us=now_us, ttl_seconds=ttl_seconds)
 
 
 def resolve_session(conn: Connection, token: str, *, now_us: int) -> Session:
