@@ -16,8 +16,11 @@ from fastapi import FastAPI
 
 from tallygate import __version__, error_handlers
 from tallygate.admin import admin_api
+from tallygate.catalog import endpoints as catalog
 from tallygate.config import Settings, get_settings
 from tallygate.db.engine import Database
+from tallygate.gateway.middleware import GatewayMiddleware
+from tallygate.keys import endpoints as keys
 from tallygate.kit.clock import Clock, SystemClock
 from tallygate.ledger import Ledger
 from tallygate.ledger.faults import hook
@@ -79,6 +82,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         configure_logging(settings)
         state = await anyio.to_thread.run_sync(open_state, settings, clock)
         app.state.tallygate = state
+        from tallygate.gateway.runtime import Runtime
+
+        app.state.gateway = await Runtime.start(state)
         sweeper = None
         if settings.sweeper_interval_seconds > 0:
             sweeper = asyncio.create_task(
@@ -91,6 +97,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
+            await app.state.gateway.close()
             state.db.dispose()
 
     app = FastAPI(
@@ -104,8 +111,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         redoc_url=None,
     )
     error_handlers.install(app)
+    app.add_middleware(GatewayMiddleware)
     app.include_router(health.router)
     app.include_router(users.router)
     app.include_router(wallet.router)
+    app.include_router(keys.router)
+    app.include_router(catalog.router)
     app.include_router(admin_api())
     return app

@@ -39,6 +39,17 @@ class Settings(BaseSettings):
     session_ttl_seconds: int = 14 * 24 * 3600
     sweeper_interval_seconds: float = 5.0
 
+    gateway_max_attempts: int = 3
+    """Channels tried per request (the first plus fallbacks) before answering 502/503."""
+    circuit_window_seconds: float = 60.0
+    circuit_min_failures: int = 5
+    """A circuit opens after this many failures in the window (never on a single error)…"""
+    circuit_failure_ratio: float = 0.5
+    """…that are also at least this share of the window's attempts."""
+    circuit_cool_down_seconds: float = 30.0
+    config_refresh_seconds: float = 1.0
+    """How often a gateway process checks for configuration changes (keys, prices, channels)."""
+
     fault: str = ""
     """Test-only fault hook, e.g. ``after_postings_before_commit`` (see ledger.faults)."""
 

@@ -1,0 +1,259 @@
+"""Calling the upstream: channel order, retries and fallback before the first byte, and the
+non-streaming answer. Streams continue in ``streaming``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tallygate.billing import service as billing
+from tallygate.billing import tokens
+from tallygate.gateway import http, streaming
+from tallygate.gateway.endpoints import Usage
+from tallygate.gateway.handler import (
+    RETRYABLE_STATUS,
+    Call,
+    charge_for,
+    cost_fields,
+    cost_headers,
+    upstream_timeout,
+)
+from tallygate.gateway.http import Receive, Scope, Send
+from tallygate.gateway.snapshot import Channel
+from tallygate.routing.select import order
+
+UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+def upstream_body(call: Call, channel: Channel) -> bytes:
+    body = dict(call.body)
+    assert call.model is not None
+    body["model"] = channel.models[call.model.name]
+    endpoint = call.endpoint
+    if endpoint.has_output and (
+        call.cap_sent is not None or not any(name in body for name in endpoint.max_fields)
+    ):
+        present = [name for name in endpoint.max_fields if name in body]
+        body[present[0] if present else endpoint.upstream_max_field] = call.max_output
+    if call.streamed and endpoint.name in ("chat", "completions"):
+        options = dict(body.get("stream_options") or {})
+        options["include_usage"] = True
+        body["stream_options"] = options
+    return orjson.dumps(body)
+
+
+def _attempt(
+    call: Call, channel: Channel, started: float, status: int | None, error: str = ""
+) -> None:
+    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    call.attempts.append(
+        {"channel": channel.label, "status": status, "latency_ms": latency_ms, "error": error}
+    )
+    assert call.model is not None
+    call.rt.health.record(channel.id, call.model.name, not error, latency_ms, error)
+
+
+def _upstream_message(raw: bytes, status: int) -> str:
+    try:
+        data = orjson.loads(raw)
+        message = data.get("error", {}).get("message") if isinstance(data, dict) else None
+    except (orjson.JSONDecodeError, AttributeError):
+        message = None
+    return str(message)[:500] if message else f"upstream answered HTTP {status}"
+
+
+async def forward(call: Call, scope: Scope, receive: Receive, send: Send) -> None:
+    rt, model = call.rt, call.model
+    assert model is not None
+    ordered = order(rt.snapshot.channels_for(model.name, call.route_type), rt.rng)
+    channels = [c for c in ordered if rt.health.available(c.id, model.name)]
+    if not channels:
+        reason = "every channel's circuit is open" if ordered else "no channel serves it"
+        await fail(
+            call,
+            send,
+            503,
+            f"the model '{call.api_model_id}' is unavailable right now "
+            f"({reason}); try again shortly",
+            "model_unavailable",
+        )
+        return
+    call.primary = channels[0].label  # type: ignore[attr-defined]
+    suffix = call.endpoint.path[len("/v1") :]
+    for channel in channels[: max(1, rt.settings.gateway_max_attempts)]:
+        assert isinstance(channel, Channel)
+        started = time.perf_counter()
+        headers = {"content-type": "application/json"}
+        if channel.secret:
+            headers["authorization"] = f"Bearer {channel.secret}"
+        try:
+            resp = await rt.session.post(
+                channel.base_url + suffix,
+                data=upstream_body(call, channel),
+                headers=headers,
+                timeout=upstream_timeout(channel),
+            )
+        except UPSTREAM_ERRORS as exc:
+            _attempt(call, channel, started, None, _describe(exc))
+            continue
+        if resp.status in RETRYABLE_STATUS or resp.status >= 500:
+            raw = await _read_quietly(resp)
+            _attempt(call, channel, started, resp.status, _upstream_message(raw, resp.status))
+            continue
+        if resp.status >= 400:  # the request itself is wrong: no other channel will take it
+            raw = await _read_quietly(resp)
+            call.attempts.append(
+                {
+                    "channel": channel.label,
+                    "status": resp.status,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "error": _upstream_message(raw, resp.status),
+                }
+            )
+            call.channel = channel
+            call.upstream_model = channel.models[model.name]
+            await fail(
+                call,
+                send,
+                resp.status if resp.status != 401 else 502,
+                _upstream_message(raw, resp.status),
+                "upstream_rejected",
+            )
+            return
+        call.channel = channel
+        call.upstream_model = channel.models[model.name]
+        if call.streamed:
+            rt.health.record(channel.id, model.name, True, (time.perf_counter() - started) * 1000)
+            call.attempts.append(
+                {
+                    "channel": channel.label,
+                    "status": resp.status,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "error": "",
+                }
+            )
+            await streaming.relay(call, resp, receive, send)
+            return
+        try:
+            raw = await resp.read()
+            data = orjson.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except (*UPSTREAM_ERRORS, ValueError) as exc:
+            resp.release()
+            call.channel = None
+            _attempt(call, channel, started, resp.status, f"unreadable answer: {_describe(exc)}")
+            continue
+        _attempt(call, channel, started, resp.status)
+        await _answer(call, send, data)
+        return
+    call.channel = None
+    tried = len(call.attempts)
+    await fail(
+        call,
+        send,
+        502,
+        f"every upstream channel failed for '{call.api_model_id}' "
+        f"({tried} attempt{'s' if tried != 1 else ''}); nothing was charged",
+        "upstream_failed",
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+async def _read_quietly(resp: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await resp.content.read(64 * 1024)
+    except UPSTREAM_ERRORS:
+        return b""
+    finally:
+        resp.release()
+
+
+async def _answer(call: Call, send: Send, data: dict[str, Any]) -> None:
+    endpoint, rt = call.endpoint, call.rt
+    usage = endpoint.usage(data)
+    basis = "upstream"
+    if usage is None:
+        basis = "estimated"
+        usage = Usage(call.prompt_estimate, tokens.count(endpoint.output_text(data)), 0)
+    failure_class, policy_label = "", "completed:charge_usage"
+    charge: int | None = charge_for(call, usage)
+    if endpoint.has_output and usage.output_tokens == 0:
+        failure_class = "empty_output"
+        policy_label = rt.snapshot.policy.label(failure_class)
+        if rt.snapshot.policy.of(failure_class) == "no_charge":
+            charge = None
+        else:
+            charge = charge_for(call, Usage(usage.input_tokens, 0, usage.cached_tokens))
+    receipt = call.receipt(
+        "ok",
+        200,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_tokens=usage.cached_tokens,
+        usage_basis=basis,
+        failure_class=failure_class,
+        charge_policy=policy_label,
+    )
+
+    def render(done: billing.Finished) -> bytes:
+        block = data.get("usage")
+        if not isinstance(block, dict):
+            block = data["usage"] = _usage_block(call, usage)
+        block.update(cost_fields(call, done.charged_nanos))
+        return orjson.dumps(data)
+
+    done = await rt.executor.call(
+        billing.finish,
+        rt.ledger,
+        receipt=receipt,
+        charge=charge,
+        render=render,
+        idem_key=call.idem_key,
+    )
+    assert done.body is not None
+    await http.send_bytes(send, 200, done.body, cost_headers(call, done))
+
+
+def _usage_block(call: Call, usage: Usage) -> dict[str, Any]:
+    if call.endpoint.name == "responses":
+        return {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "total_tokens": usage.input_tokens + usage.output_tokens,
+            "estimated": True,
+        }
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+        "estimated": True,
+    }
+
+
+async def fail(call: Call, send: Send, status: int, message: str, code: str) -> None:
+    """Nothing billable was delivered: release the hold, record the failed request, answer."""
+    rt = call.rt
+    receipt = call.receipt(
+        "failed",
+        status,
+        failure_class="upstream_error",
+        charge_policy=rt.snapshot.policy.label("upstream_error"),
+        error_code=code,
+        error_message=message,
+    )
+    done = await rt.executor.call(
+        billing.finish, rt.ledger, receipt=receipt, charge=None, idem_key=call.idem_key
+    )
+    headers = cost_headers(call, done)
+    await http.send_error(send, status, message, code, None, headers)
