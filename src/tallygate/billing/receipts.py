@@ -52,6 +52,8 @@ class Receipt:
     ttft_us: int | None = None
     streamed: int = 0
     client_disconnected: int = 0
+    upstream_response_id: str | None = None
+    channel_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

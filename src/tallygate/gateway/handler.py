@@ -114,6 +114,7 @@ class Call:
             hold_nanos=self.hold_nanos,
             latency_us=int((time.perf_counter() - self.started) * 1e6),
             streamed=int(self.streamed),
+            channel_id=self.channel.id if self.channel else None,
         )
         for name, value in values.items():
             setattr(receipt, name, value)

@@ -70,6 +70,21 @@ async def forward(call: Call, scope: Scope, receive: Receive, send: Send) -> Non
     rt, model = call.rt, call.model
     assert model is not None
     ordered = order(rt.snapshot.channels_for(model.name, call.route_type), rt.rng)
+    previous = call.body.get("previous_response_id") if call.endpoint.name == "responses" else None
+    if isinstance(previous, str) and previous:
+        # Only the channel that created the previous response knows it: no fallback elsewhere.
+        owner = await rt.response_owner(previous)
+        ordered = [c for c in ordered if c.id == owner]
+        if not ordered:
+            await fail(
+                call,
+                send,
+                400,
+                f"previous_response_id '{previous}' is unknown here or "
+                "its channel is no longer available",
+                "previous_response_not_found",
+            )
+            return
     channels = [c for c in ordered if rt.health.available(c.id, model.name)]
     if not channels:
         reason = "every channel's circuit is open" if ordered else "no channel serves it"

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import OrderedDict
 
 import aiohttp
 import anyio
@@ -44,6 +45,7 @@ class Runtime:
         )
         self.limiter = RateLimiter(state.clock)
         self.rng = random.Random()
+        self._responses: OrderedDict[str, int] = OrderedDict()
         self._refresher: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
 
@@ -74,6 +76,20 @@ class Runtime:
             except Exception:
                 logger.exception("gateway: configuration refresh failed; keeping the last one")
 
+    def remember_response(self, response_id: str, channel_id: int | None) -> None:
+        if channel_id is None:
+            return
+        self._responses[response_id] = channel_id
+        if len(self._responses) > 50_000:
+            self._responses.popitem(last=False)
+
+    async def response_owner(self, response_id: str) -> int | None:
+        """The channel that created an upstream response (memory, then the receipts)."""
+        owner = self._responses.get(response_id)
+        if owner is None:
+            owner = await anyio.to_thread.run_sync(_response_owner, self.state, response_id)
+        return owner
+
     async def close(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
@@ -86,6 +102,16 @@ class Runtime:
 def _load(state: AppState) -> snap.Snapshot:
     with state.db.read() as conn:
         return snap.load(state.ledger.tx(conn), state.settings.secret_key)
+
+
+def _response_owner(state: AppState, response_id: str) -> int | None:
+    with state.db.read() as conn:
+        row = state.ledger.tx(conn).one(
+            "SELECT channel_id FROM receipts WHERE upstream_response_id = ? "
+            "AND channel_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+            (response_id,),
+        )
+    return int(row[0]) if row else None
 
 
 def _version(state: AppState) -> int:

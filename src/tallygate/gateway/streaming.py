@@ -196,6 +196,11 @@ async def _settle(call: Call, state: Pump) -> billing.Finished:
         client_disconnected=int(state.ended == CLIENT_ABORT),
         error_message=state.error,
     )
+    response = (state.usage_event or {}).get("response")
+    if call.endpoint.name == "responses" and isinstance(response, dict):
+        if isinstance(response.get("id"), str):
+            receipt.upstream_response_id = response["id"]
+            rt.remember_response(response["id"], call.channel.id if call.channel else None)
     return await rt.executor.call(
         billing.finish, rt.ledger, receipt=receipt, charge=charge, idem_key=call.idem_key
     )

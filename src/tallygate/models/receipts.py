@@ -49,7 +49,12 @@ receipts = Table(
     Column("ttft_us", BigInteger, nullable=True),
     Column("streamed", Integer, nullable=False, server_default="0"),
     Column("client_disconnected", Integer, nullable=False, server_default="0"),
+    # The upstream's own id of a Responses API object, so a follow-up request naming it as
+    # previous_response_id goes back to the channel that created it.
+    Column("upstream_response_id", String(200), nullable=True),
+    Column("channel_id", Integer, nullable=True),
     Index("ix_receipts_user_created", "user_id", "created_at"),
+    Index("ix_receipts_upstream_response_id", "upstream_response_id"),
 )
 
 request_idempotency = Table(
