@@ -26,6 +26,7 @@ from tallygate.ledger import Ledger
 from tallygate.ledger.faults import hook
 from tallygate.observability import health
 from tallygate.observability.logging import configure_logging
+from tallygate.receipts import endpoints as receipts
 from tallygate.state import AppState
 from tallygate.users import endpoints as users
 from tallygate.wallet import endpoints as wallet
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(health.router)
     app.include_router(users.router)
     app.include_router(wallet.router)
+    app.include_router(receipts.router)
     app.include_router(keys.router)
     app.include_router(catalog.router)
     app.include_router(admin_api())

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from tallygate.billing import policy_endpoints as charge_policy
+from tallygate.catalog import endpoints as catalog
+from tallygate.channels import endpoints as channels
+from tallygate.keys import endpoints as keys
+from tallygate.receipts import endpoints as receipts
 from tallygate.users import endpoints as users
 from tallygate.users.dependencies import current_operator
 from tallygate.wallet import endpoints as wallet
@@ -14,4 +19,9 @@ def admin_api() -> APIRouter:
     router = APIRouter(prefix="/admin/api", dependencies=[Depends(current_operator)])
     router.include_router(users.admin_router)
     router.include_router(wallet.admin_router)
+    router.include_router(receipts.admin_router)
+    router.include_router(keys.admin_router)
+    router.include_router(catalog.admin_router)
+    router.include_router(channels.admin_router)
+    router.include_router(charge_policy.admin_router)
     return router
