@@ -33,7 +33,7 @@ class HoldNotPending(Conflict):
 
     def __init__(self, hold_key: str, status: str) -> None:
         super().__init__(f"hold {hold_key} is already {status}", details={"status": status})
-        self.status = status
+        self.hold_status = status
 
 
 class InsufficientBalance(PaymentRequired):
