@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import anyio
+import psycopg
 from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
 
 from tallygate import __version__, error_handlers
 from tallygate.admin import admin_api
@@ -32,6 +36,7 @@ from tallygate.users import endpoints as users
 from tallygate.wallet import endpoints as wallet
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def open_state(settings: Settings, clock: Clock) -> AppState:
@@ -54,10 +59,37 @@ def open_state(settings: Settings, clock: Clock) -> AppState:
 
 
 def sweep_once(state: AppState) -> tuple[int, int]:
-    """Expire overdue holds and lots in one write transaction; returns (holds, lots)."""
-    with state.db.begin() as conn:
-        tx = state.ledger.tx(conn)
-        return state.ledger.expire_holds(tx), state.ledger.expire_lots(tx)
+    """Expire overdue holds, then overdue lots, each in its own write transaction (their lock
+    orders must not be combined in one); returns (holds, lots)."""
+
+    def holds() -> int:
+        with state.db.begin() as conn:
+            return state.ledger.expire_holds(state.ledger.tx(conn))
+
+    def lots() -> int:
+        with state.db.begin() as conn:
+            return state.ledger.expire_lots(state.ledger.tx(conn))
+
+    return retry_conflicts(holds), retry_conflicts(lots)
+
+
+def retry_conflicts(fn: Callable[[], T], attempts: int = 5) -> T:
+    """Run a whole transaction again after a PostgreSQL deadlock or serialization failure
+    (DESIGN.md §5); the ledger's operations are idempotent, so a re-run is safe."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except DBAPIError as exc:
+            retryable = isinstance(
+                exc.orig, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+            )
+            if not retryable or attempt == attempts - 1:
+                raise
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            if attempt == attempts - 1:
+                raise
+        time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 async def run_sweeper(state: AppState, interval: float) -> None:

@@ -123,7 +123,7 @@ def test_kill_between_postings_and_commit_leaves_nothing_and_the_hold_expires(
     # T23: a late settle of the crashed request is refused as expired, and charges nothing.
     with pytest.raises(HoldNotPending) as late:
         run(ledger.settle_hold, hold_key="hold:crash", actual_nanos=60)
-    assert late.value.status == "expired"
+    assert late.value.hold_status == "expired"
     # The killed credit's idempotency key was never claimed: a retry posts it afresh, once.
     retried = run(
         ledger.credit,

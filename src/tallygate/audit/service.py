@@ -115,7 +115,7 @@ def verify(tx: Tx) -> list[str]:
             break
         if str(row[9]) != prev:
             problems.append(f"audit event #{seq} does not link to the previous event")
-        recomputed = event_hash(prev, seq, int(row[1]), *[row[i] for i in range(2, 9)])
+        recomputed = event_hash(str(row[9]), seq, int(row[1]), *[row[i] for i in range(2, 9)])
         if recomputed != str(row[10]):
             problems.append(f"audit event #{seq} was altered: its hash does not match its content")
         prev = str(row[10])

@@ -458,19 +458,46 @@ class HoldOps:
     def expire_holds(self, tx: Tx, *, limit: int = 500) -> int:
         """The sweeper: expire pending holds past their TTL plus the grace period.
 
-        Safe in many processes at once: each hold is claimed by a conditional UPDATE, so it
-        resolves once whoever gets there first (a settle, a release or another sweeper)."""
-        cutoff = self.now_us() - self.hold_grace_us
-        due = tx.all(
-            "SELECT hold_key FROM holds WHERE status = 'pending' AND expires_at <= ? "
-            "ORDER BY expires_at LIMIT ?",
-            (cutoff, limit),
+        Safe in many processes at once and against concurrent settles, without deadlocks: it
+        first claims every due hold in one statement (on PostgreSQL skipping holds another
+        transaction has locked — a settle in progress — which the next sweep revisits), and
+        only then touches key counters, accounts and lots, each set in ascending id order.
+        A single settle takes one hold, one key row, one account, then its lots, so no cycle
+        can form. Returns the number of holds expired."""
+        now = self.now_us()
+        cutoff = now - self.hold_grace_us
+        skip = " FOR UPDATE SKIP LOCKED" if tx.postgres else ""
+        claimed = tx.all(
+            "UPDATE holds SET status = 'expired', resolved_at = ? WHERE id IN ("
+            "SELECT id FROM holds WHERE status = 'pending' AND expires_at <= ? "
+            f"ORDER BY id LIMIT ?{skip}) "
+            "RETURNING account_id, amount_nanos, earmarks, key_id, spend_day",
+            (now, cutoff, limit),
         )
-        expired = 0
-        for (hold_key,) in due:
-            try:
-                hold = self._unhold(tx, str(hold_key), "expired", self.now_us(), cutoff)
-            except HoldNotPending:
-                continue
-            expired += 0 if hold.replayed else 1
-        return expired
+        if not claimed:
+            return 0
+        keys: dict[tuple[int, str, int], int] = {}
+        held: dict[int, int] = {}
+        marks: dict[int, int] = {}
+        for account_id, amount, earmarks, key_id, spend_day in claimed:
+            ua = self._by_bucket_id(tx, int(account_id))
+            if key_id is not None:
+                slot = (int(key_id), ua.bucket, int(spend_day))
+                keys[slot] = keys.get(slot, 0) + int(amount)
+            held[int(account_id)] = held.get(int(account_id), 0) + int(amount)
+            for lot_id, reserved in lots.decode_earmarks(str(earmarks)):
+                marks[lot_id] = marks.get(lot_id, 0) + reserved
+        for (key_id, bucket, spend_day), amount in sorted(keys.items()):
+            key_spend.resolve(
+                tx, key_id=key_id, bucket=bucket, amount=amount, charged=0, spend_day=spend_day
+            )
+        for account_id, amount in sorted(held.items()):
+            tx.run(
+                "UPDATE accounts SET held_nanos = held_nanos - ? WHERE id = ?", (amount, account_id)
+            )
+        for lot_id, amount in sorted(marks.items()):
+            tx.run(
+                "UPDATE lots SET earmarked_nanos = earmarked_nanos - ? WHERE id = ?",
+                (amount, lot_id),
+            )
+        return len(claimed)

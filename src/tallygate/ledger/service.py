@@ -446,18 +446,24 @@ class Ledger(HoldOps):
     def expire_lots(self, tx: Tx, *, limit: int = 500) -> int:
         """Remove the free (un-earmarked) remainder of every lot past its expiry with an
         ``expiry`` entry. Earmarked value stays for the holds that reserved it; once released
-        it becomes free and a later sweep takes it. Returns the number of entries written."""
+        it becomes free and a later sweep takes it. Accounts are locked in ascending id order
+        (each before its lots), so concurrent sweeps cannot deadlock. Run it in its own
+        transaction, not after ``expire_holds`` in the same one. Returns the entries written."""
         now = self.now_us()
         due = tx.all(
-            "SELECT l.id, a.user_id, a.bucket FROM lots l JOIN accounts a ON a.id = l.account_id "
+            "SELECT l.id, l.account_id, a.user_id, a.bucket FROM lots l "
+            "JOIN accounts a ON a.id = l.account_id "
             "WHERE l.expires_at IS NOT NULL AND l.expires_at <= ? "
-            "AND l.remaining_nanos > l.earmarked_nanos ORDER BY l.id LIMIT ?",
+            "AND l.remaining_nanos > l.earmarked_nanos ORDER BY l.account_id, l.id LIMIT ?",
             (now, limit),
         )
         written = 0
-        for lot_id, user_id, bucket in due:
+        locked: set[int] = set()
+        for lot_id, account_id, user_id, bucket in due:
             ua = self.user_accounts(tx, int(user_id), str(bucket))
-            self._lock_bucket(tx, ua)
+            if int(account_id) not in locked:
+                self._lock_bucket(tx, ua)
+                locked.add(int(account_id))
             row = tx.one(
                 "SELECT remaining_nanos, earmarked_nanos FROM lots WHERE id = ?", (lot_id,)
             )
