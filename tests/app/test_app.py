@@ -69,8 +69,37 @@ class TestOpenAPI:
             "/api/wallet/ledger",
             "/admin/api/users",
             "/admin/api/users/{user_id}/wallet",
+            "/api/keys",
+            "/api/keys/{key_id}",
+            "/api/keys/{key_id}/revoke",
+            "/api/marketplace",
+            "/api/receipts",
+            "/api/receipts/{request_id}",
+            "/admin/api/receipts",
+            "/admin/api/receipts/{request_id}",
+            "/admin/api/route-health",
+            "/admin/api/keys",
+            "/admin/api/keys/{key_id}/revoke",
+            "/admin/api/models",
+            "/admin/api/models/{name}",
+            "/admin/api/models/{name}/offers/{route_type}",
+            "/admin/api/models/{name}/prices",
+            "/admin/api/catalog/sync/preview",
+            "/admin/api/catalog/sync/apply",
+            "/admin/api/channels",
+            "/admin/api/channels/{channel_id}",
+            "/admin/api/channels/{channel_id}/enable",
+            "/admin/api/channels/{channel_id}/disable",
+            "/admin/api/channels/{channel_id}/models",
+            "/admin/api/channels/{channel_id}/test",
+            "/admin/api/charge-policy",
         }
         assert set(document["paths"]["/api/auth/login"]) == {"post"}
+        assert set(document["paths"]["/api/keys"]) == {"get", "post"}
+        assert set(document["paths"]["/api/keys/{key_id}"]) == {"get", "patch"}
+        assert set(document["paths"]["/admin/api/models/{name}"]) == {"get", "patch"}
+        assert set(document["paths"]["/admin/api/channels/{channel_id}"]) == {"get", "patch"}
+        assert set(document["paths"]["/admin/api/charge-policy"]) == {"get", "put"}
         assert document["info"]["title"] == "Tallygate"
 
 
