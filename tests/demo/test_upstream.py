@@ -346,3 +346,33 @@ def test_a_restricted_model_list_and_no_key() -> None:
         with pytest.raises(openai.NotFoundError):
             client.chat.completions.create(model="other", messages=MESSAGES)
         assert [m.id for m in client.models.list().data] == ["only-this"]
+
+
+def test_the_demo_app_can_be_mounted_inside_another_app() -> None:
+    """``tallygate demo`` can serve the upstream from its own port, under a path prefix."""
+    import httpx
+    from fastapi import FastAPI
+
+    from tallygate.demo import create_upstream_app
+
+    outer = FastAPI()
+    outer.mount("/demo-upstream", create_upstream_app(UpstreamConfig(api_key="k")))
+
+    async def run() -> tuple[int, Any, Any]:
+        transport = httpx.ASGITransport(app=outer)
+        async with httpx.AsyncClient(transport=transport, base_url="http://demo") as http:
+            headers = {"authorization": "Bearer k"}
+            chat = await http.post(
+                "/demo-upstream/v1/chat/completions",
+                json={"model": "m", "messages": MESSAGES, "max_tokens": 3},
+                headers=headers,
+            )
+            models = await http.get("/demo-upstream/v1/models", headers=headers)
+            denied = await http.get("/demo-upstream/v1/models")
+            return denied.status_code, chat.json(), models.json()
+
+    denied, chat, models = asyncio.run(run())
+    assert denied == 401
+    assert chat["usage"]["completion_tokens"] == 3
+    assert chat["choices"][0]["message"]["content"] == "You said:"
+    assert models["data"][0]["id"] == "demo-chat"
