@@ -288,16 +288,8 @@ def list_keys(
     return KeyList(items=items, next_cursor=str(items[-1].id) if more else None)
 
 
-def update_key(
-    conn: Connection,
-    key_id: int,
-    *,
-    user_id: int,
-    body: KeyUpdate,
-    currencies: Mapping[str, str],
-    now_us: int,
-) -> KeyOut:
-    row = _row(conn, key_id, user_id)
+def _changed_columns(body: KeyUpdate, row: Mapping[Any, Any], now_us: int) -> dict[str, Any]:
+    """The api_keys columns a PATCH sets, validated; fields left out of the body are kept."""
     given = body.model_fields_set
     values: dict[str, Any] = {}
     if "label" in given:
@@ -315,6 +307,7 @@ def update_key(
             if "allowed_route_types" in given
             else orjson.loads(row["allowed_route_types"])
         )
+        # Without an explicit default, keep the current one while it stays allowed.
         default: str | None = body.default_route_type if "default_route_type" in given else None
         if default is None and str(row["default_route_type"]) in route_types:
             default = str(row["default_route_type"])
@@ -326,6 +319,20 @@ def update_key(
             values[field] = check_rate(getattr(body, field), field)
     if "expires_at" in given:
         values["expires_at"] = check_expiry(body.expires_at, now_us)
+    return values
+
+
+def update_key(
+    conn: Connection,
+    key_id: int,
+    *,
+    user_id: int,
+    body: KeyUpdate,
+    currencies: Mapping[str, str],
+    now_us: int,
+) -> KeyOut:
+    """Validate everything first, then write: an invalid PATCH changes nothing."""
+    values = _changed_columns(body, _row(conn, key_id, user_id), now_us)
     limits = {}
     if body.spend_limits:
         current: dict[str, Mapping[Any, Any]] = {
