@@ -145,6 +145,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     error_handlers.install(app)
     app.add_middleware(GatewayMiddleware)
+    if settings.demo_upstream:
+        from tallygate.demo.seed import UPSTREAM_PATH, UPSTREAM_SECRET
+        from tallygate.demo.upstream import UpstreamConfig, create_upstream_app
+
+        app.mount(UPSTREAM_PATH, create_upstream_app(UpstreamConfig(api_key=UPSTREAM_SECRET)))
     app.include_router(health.router)
     app.include_router(users.router)
     app.include_router(wallet.router)

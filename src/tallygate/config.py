@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     config_refresh_seconds: float = 1.0
     """How often a gateway process checks for configuration changes (keys, prices, channels)."""
 
+    demo_upstream: bool = False
+    """Serve the built-in demo upstream under /demo-upstream (``tallygate demo`` turns it on)."""
+    demo_key: str = ""
+    """``tallygate demo``: use this API key for the demo user instead of a new one."""
+
     fault: str = ""
     """Test-only fault hook, e.g. ``after_postings_before_commit`` (see ledger.faults)."""
 

@@ -133,6 +133,62 @@ def serve(
 
 
 @app.command()
+def demo(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default: settings)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: settings)")] = None,
+) -> None:
+    """Start Tallygate ready to try: migrate, seed a demo user with a small balance in both
+    buckets, two models and channels to a built-in demo upstream, print an API key, serve."""
+    import uvicorn
+
+    from tallygate.app import create_app
+    from tallygate.db.migrate import upgrade
+    from tallygate.demo.seed import seed
+    from tallygate.observability.logging import configure_logging
+
+    settings = get_settings().model_copy(update={"demo_upstream": True})
+    configure_logging(settings)
+    bind_host, bind_port = host or settings.host, port or settings.port
+    base_url = f"http://{bind_host}:{bind_port}"
+    guarded(lambda: upgrade(settings.database_url))
+
+    def run_seed() -> object:
+        with _database(settings) as db, db.begin() as conn:
+            return seed(
+                conn,
+                _ledger(settings),
+                settings,
+                base_url=base_url,
+                now_us=to_epoch_us(SystemClock().now()),
+                fixed_key=settings.demo_key or None,
+            )
+
+    made = guarded(run_seed)
+    typer.echo(
+        f"""
+Tallygate demo is running at {base_url}
+
+  OpenAI base URL : {base_url}/v1
+  API key         : {made.api_key}  (demo user {made.email}, password {made.password})
+  Models          : gpt-4o-mini (official route, paid from Credit)
+                    qwen-turbo  (routed route, paid from Routed balance)
+  Wallet          : $2.00 Credit and ¥10.00 Routed balance (starter credit)
+
+  Try it:  curl {base_url}/v1/models -H "Authorization: Bearer {made.api_key}"
+"""  # type: ignore[attr-defined]
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=bind_host,
+        port=bind_port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+    )
+
+
+@app.command()
 def migrate() -> None:
     """Apply every pending database migration (safe to run from several processes at once)."""
     from tallygate.db.migrate import upgrade
