@@ -25,10 +25,19 @@ def parse_amount(text: str | int | Decimal, *, field: str = "amount") -> int:
         raise BadRequest(f"{field} is not a number: {text!r}", param=field) from None
     if not value.is_finite():
         raise BadRequest(f"{field} must be finite", param=field)
-    nanos = value * NANOS_PER_UNIT
-    if nanos != nanos.to_integral_value():
+    # Exact, without context arithmetic (28-digit precision would round extra decimals away).
+    sign, digit_tuple, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    digits = list(digit_tuple)
+    while len(digits) > 1 and digits[-1] == 0:  # trailing zeros carry no decimals
+        digits.pop()
+        exponent += 1
+    if exponent < -9:
         raise BadRequest(f"{field} has more than 9 decimal places: {text}", param=field)
-    result = int(nanos)
+    if len(digits) + exponent > 19:
+        raise BadRequest(f"{field} is out of range", param=field)
+    magnitude = int("".join(map(str, digits)) or "0") * 10 ** (exponent + 9)
+    result = -magnitude if sign else magnitude
     if abs(result) > MAX_NANOS:
         raise BadRequest(f"{field} is out of range", param=field)
     return result

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from tallygate.errors import IdempotencyConflict
+from tallygate.errors import BadRequest, IdempotencyConflict
 from tallygate.ledger.errors import InvalidAmount, UnbalancedEntry
 from tallygate.ledger.tx import Tx
 
@@ -34,6 +34,10 @@ class PostedEntry:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+RESERVED_PREFIXES = ("settle:", "expiry:")
+"""Keys the ledger derives for its own entries; callers may not use them."""
+
+
 def canonical(request: dict[str, Any]) -> str:
     return orjson.dumps(request, option=orjson.OPT_SORT_KEYS).decode()
 
@@ -54,6 +58,11 @@ def claim(
     Returns the new entry id, or None when the key already exists with the same request (the
     caller then replays). A concurrent writer of the same key blocks on the unique index until
     the first commits, then sees the row: one entry per key, whatever the interleaving."""
+    if request is not None and key.startswith(RESERVED_PREFIXES):
+        raise BadRequest(
+            f"idempotency keys starting with {', '.join(RESERVED_PREFIXES)} are reserved "
+            "for the ledger's own entries"
+        )
     request_json = canonical(request) if request is not None else None
     row = tx.one(
         "INSERT INTO entries (kind, idempotency_key, request_json, cause_type, cause_id, memo, "

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tallygate.ledger import entries, key_spend, lots
+from tallygate.ledger.accounts import PLATFORM_ACCOUNTS
 from tallygate.ledger.entries import Posting
 from tallygate.ledger.errors import (
     AccountOwes,
@@ -18,6 +19,7 @@ from tallygate.ledger.errors import (
     HoldNotPending,
     InsufficientBalance,
     InvalidAmount,
+    UnknownAccount,
 )
 from tallygate.ledger.tx import Tx
 
@@ -120,6 +122,18 @@ class HoldOps:
                 key_spend.unreserve(tx, key_id=key_id, bucket=bucket, amount=amount_nanos)
             if tx.one("SELECT 1 FROM holds WHERE hold_key = ?", (hold_key,)) is not None:
                 return self._replay_hold(tx, hold_key, ua, amount_nanos)
+            if self.fresh_accounts(tx, user_id, bucket) != ua:  # a stale cache entry: retry
+                return self.place_hold(
+                    tx,
+                    user_id=user_id,
+                    bucket=bucket,
+                    amount_nanos=amount_nanos,
+                    hold_key=hold_key,
+                    ttl_seconds=ttl_seconds,
+                    cause_type=cause_type,
+                    cause_id=cause_id,
+                    key_id=key_id,
+                )
             self._refuse(tx, ua, amount_nanos)
         draws = lots.plan(lots.free_lots(tx, ua.bucket_id), amount_nanos)
         row = tx.one(
@@ -187,6 +201,19 @@ class HoldOps:
             return Hold(hold_key, ua.user_id, ua.bucket, ua.currency, amount, "pending", expires)
         if outcome == "replay":
             return self._replay_hold(tx, hold_key, ua, amount)
+        if self.fresh_accounts(tx, ua.user_id, ua.bucket) != ua:  # a stale cache entry: retry
+            return self._place_hold_pg(
+                tx,
+                self.user_accounts(tx, ua.user_id, ua.bucket),
+                hold_key,
+                amount,
+                now,
+                expires,
+                cause_type,
+                cause_id,
+                key_id,
+                day,
+            )
         if outcome == "key_refused":
             assert key_id is not None
             key_spend.refuse(
@@ -268,6 +295,8 @@ class HoldOps:
             raise InvalidAmount(
                 f"actual amount must be a non-negative integer, got {actual_nanos!r}"
             )
+        if revenue not in PLATFORM_ACCOUNTS:
+            raise UnknownAccount(f"unknown platform account {revenue!r}")
         now = self.now_us()
         if tx.postgres:
             return self._settle_pg(

@@ -119,6 +119,15 @@ class Ledger(HoldOps):
             self._by_id[found.bucket_id] = found
         return found
 
+    def fresh_accounts(self, tx: Tx, user_id: int, bucket: str) -> UserAccounts:
+        """The user's accounts read from the database now (refreshing the cache). Used by the
+        less frequent operations, so a cache entry from a rolled-back transaction can never
+        steer money; the hot hold path verifies its cached ids when a hold is refused."""
+        found = acc.load_user_accounts(tx, user_id, bucket)
+        self._users[(user_id, bucket)] = found
+        self._by_id[found.bucket_id] = found
+        return found
+
     def _by_bucket_id(self, tx: Tx, account_id: int) -> UserAccounts:
         found = self._by_id.get(account_id)
         if found is None:
@@ -135,7 +144,7 @@ class Ledger(HoldOps):
         return found
 
     def balance(self, tx: Tx, user_id: int, bucket: str) -> Balance:
-        ua = self.user_accounts(tx, user_id, bucket)
+        ua = self.fresh_accounts(tx, user_id, bucket)
         rows = dict(
             (int(r[0]), (int(r[1]), int(r[2])))
             for r in tx.all(
@@ -197,7 +206,7 @@ class Ledger(HoldOps):
         check_amount(amount_nanos)
         if lot_kind not in LOT_KINDS:
             raise InvalidAmount(f"lot kind must be one of {LOT_KINDS}", param="lot_kind")
-        ua = self.user_accounts(tx, user_id, bucket)
+        ua = self.fresh_accounts(tx, user_id, bucket)
         source_id, source_currency = self.platform(tx, source, bucket)
         request = {
             "op": "credit",
@@ -273,7 +282,7 @@ class Ledger(HoldOps):
         """Take value that is available now (balance − holds) from a bucket, drawing lots in
         order. Refused with InsufficientBalance when the bucket cannot cover it."""
         check_amount(amount_nanos)
-        ua = self.user_accounts(tx, user_id, bucket)
+        ua = self.fresh_accounts(tx, user_id, bucket)
         dest_id, dest_currency = self.platform(tx, destination, bucket)
         request = {
             "op": "debit",
@@ -332,7 +341,7 @@ class Ledger(HoldOps):
         reserved by pending holds is never taken: those requests settle normally.
         ``extra`` holds ``taken_nanos`` and ``debt_booked_nanos``."""
         check_amount(amount_nanos)
-        ua = self.user_accounts(tx, user_id, bucket)
+        ua = self.fresh_accounts(tx, user_id, bucket)
         dest_id, dest_currency = self.platform(tx, destination, bucket)
         request = {
             "op": "reverse",

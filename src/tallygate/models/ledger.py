@@ -42,6 +42,9 @@ accounts = Table(
         name="user_not_negative",
     ),
     Index("ix_accounts_user_bucket_kind", "user_id", "bucket", "kind", unique=True),
+    # Ids are never reused (SQLite would otherwise reuse the ids of rolled-back rows), so an id
+    # a process remembered can never come to mean another user's account.
+    sqlite_autoincrement=True,
 )
 
 entries = Table(
