@@ -143,7 +143,7 @@ def demo(
 
     from tallygate.app import create_app
     from tallygate.db.migrate import upgrade
-    from tallygate.demo.seed import seed
+    from tallygate.demo.seed import Demo, seed
     from tallygate.observability.logging import configure_logging
 
     settings = get_settings().model_copy(update={"demo_upstream": True})
@@ -152,7 +152,7 @@ def demo(
     base_url = f"http://{bind_host}:{bind_port}"
     guarded(lambda: upgrade(settings.database_url))
 
-    def run_seed() -> object:
+    def run_seed() -> Demo:
         with _database(settings) as db, db.begin() as conn:
             return seed(
                 conn,
@@ -175,7 +175,7 @@ Tallygate demo is running at {base_url}
   Wallet          : $2.00 Credit and ¥10.00 Routed balance (starter credit)
 
   Try it:  curl {base_url}/v1/models -H "Authorization: Bearer {made.api_key}"
-"""  # type: ignore[attr-defined]
+"""
     )
     uvicorn.run(
         create_app(settings),

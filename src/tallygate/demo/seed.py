@@ -17,7 +17,7 @@ from tallygate.catalog import service as catalog
 from tallygate.catalog.schemas import ModelCreate, OfferPut
 from tallygate.channels import repository as channels_repo
 from tallygate.channels import service as channels
-from tallygate.channels.schemas import ChannelCreate, MappingsPut, ModelMapping
+from tallygate.channels.schemas import ChannelCreate, MappingsPut, ModelMapping, RouteType
 from tallygate.config import Settings
 from tallygate.keys import service as keys
 from tallygate.keys.schemas import KeyCreate
@@ -32,7 +32,7 @@ UPSTREAM_PATH = "/demo-upstream"
 UPSTREAM_SECRET = "sk-demo-upstream"
 STARTER = {"credit": 2_000_000_000, "routed": 10_000_000_000}  # $2.00 and ¥10.00 (nano-units)
 
-MODELS = (
+MODELS: tuple[tuple[str, str, RouteType, str, str, str], ...] = (
     # name, description, route type, input, output, cached input (per million tokens)
     (
         "gpt-4o-mini",
@@ -133,7 +133,7 @@ def seed(
                     base_url=f"{base_url}{UPSTREAM_PATH}/v1",
                     secret=UPSTREAM_SECRET,
                     route_type=route,
-                ),  # type: ignore[arg-type]
+                ),
                 operator="demo",
                 secret_key=settings.secret_key,
                 now_us=now_us,

@@ -36,7 +36,7 @@ def parse_amount(text: str | int | Decimal, *, field: str = "amount") -> int:
         raise BadRequest(f"{field} has more than 9 decimal places: {text}", param=field)
     if len(digits) + exponent > 19:
         raise BadRequest(f"{field} is out of range", param=field)
-    magnitude = int("".join(map(str, digits)) or "0") * 10 ** (exponent + 9)
+    magnitude: int = int("".join(map(str, digits)) or "0") * 10 ** (exponent + 9)
     result = -magnitude if sign else magnitude
     if abs(result) > MAX_NANOS:
         raise BadRequest(f"{field} is out of range", param=field)

@@ -69,6 +69,9 @@ class HoldOps:
     def platform(self, tx: Tx, name: str, bucket: str) -> tuple[int, str]:
         raise NotImplementedError
 
+    def fresh_accounts(self, tx: Tx, user_id: int, bucket: str) -> UserAccounts:
+        raise NotImplementedError
+
     def place_hold(
         self,
         tx: Tx,

@@ -55,6 +55,7 @@ receipts = Table(
     Column("channel_id", Integer, nullable=True),
     Index("ix_receipts_user_created", "user_id", "created_at"),
     Index("ix_receipts_upstream_response_id", "upstream_response_id"),
+    Index("ix_receipts_model_route_created", "model", "route_type", "created_at"),
 )
 
 request_idempotency = Table(

@@ -84,7 +84,8 @@ def page(
     cursor: int | None,
     limit: int,
 ) -> ReceiptPage:
-    where, params = ["id < ?"], [cursor if cursor is not None else 2**62]
+    where: list[str] = ["id < ?"]
+    params: list[object] = [cursor if cursor is not None else 2**62]
     if user_id is not None:
         where.append("user_id = ?")
         params.append(user_id)

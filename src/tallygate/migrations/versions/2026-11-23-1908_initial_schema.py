@@ -38,7 +38,7 @@ def upgrade() -> None:
         sa.CheckConstraint("normal IN (1, -1)", name=op.f("ck_accounts_normal")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
         sa.UniqueConstraint("code", name=op.f("uq_accounts_code")),
-        sqlite_autoincrement=True
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("accounts", schema=None) as batch_op:
         batch_op.create_index(
