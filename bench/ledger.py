@@ -300,9 +300,25 @@ def main() -> None:
             )
             if backend == "postgresql":
                 pp = median_of(args.repeat, processes, url, n * 2, 8, 1)
-                results.append(Result("hold+settle", backend, "8 processes × 1", *pp, check(url)))
+                results.append(
+                    Result(
+                        "hold+settle via async executor",
+                        backend,
+                        "8 processes × 1",
+                        *pp,
+                        check(url),
+                    )
+                )
                 pq = median_of(args.repeat, processes, url, n * 4, 8, 8)
-                results.append(Result("hold+settle", backend, "8 processes × 8", *pq, check(url)))
+                results.append(
+                    Result(
+                        "hold+settle via async executor",
+                        backend,
+                        "8 processes × 8",
+                        *pq,
+                        check(url),
+                    )
+                )
             drop_db(url)
     lines = render(results, notes, args.repeat)
     print("\n".join(lines))

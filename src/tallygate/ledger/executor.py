@@ -10,7 +10,13 @@ With one call queued it is an ordinary transaction; under load, the fsync and lo
 commit is shared by the batch (docs/decisions/0003-ledger-concurrency.md).
 
 Any unexpected error (a lost connection, a serialization failure) rolls the batch back and
-re-runs each call alone, so one bad call cannot fail its neighbours."""
+re-runs each call alone, so one bad call cannot fail its neighbours.
+
+On PostgreSQL, a batch made only of calls marked ``relaxed_commit`` (reservations such as
+holds, which move no money) commits with ``synchronous_commit = off``: the commit returns
+before its WAL reaches the disk. A crash of the database server can then lose the last
+holds, never a settlement (a settlement's synchronous commit flushes every earlier WAL record,
+so a settlement can never outlive its hold). docs/decisions/0006-relaxed-hold-commits.md."""
 
 from __future__ import annotations
 
@@ -135,14 +141,16 @@ class LedgerExecutor:
             except RuntimeError:  # the loop has closed: nobody is waiting any more
                 pass
 
-    def _begin(self) -> Tx:
+    def _begin(self, calls: list[_Call]) -> Tx:
         raw = self._connection()
         self._exec("BEGIN" if self._postgres else "BEGIN IMMEDIATE")
+        if self._postgres and all(getattr(c[0], "relaxed_commit", False) for c in calls):
+            self._exec("SET LOCAL synchronous_commit = off")
         return Tx(raw, postgres=self._postgres, fault=self._fault)
 
     def _run_one(self, call: _Call) -> tuple[Any, BaseException | None]:
         fn, args, kwargs, _future, _loop = call
-        tx = self._begin()
+        tx = self._begin([call])
         try:
             result = fn(tx, *args, **kwargs)
         except TallygateError as exc:
@@ -155,7 +163,7 @@ class LedgerExecutor:
         return result, None
 
     def _run_batch(self, batch: list[_Call]) -> list[tuple[Any, BaseException | None]]:
-        tx = self._begin()
+        tx = self._begin(batch)
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
             for fn, args, kwargs, _future, _loop in batch:

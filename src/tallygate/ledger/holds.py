@@ -168,6 +168,8 @@ class HoldOps:
         lots.earmark(tx, draws)
         return Hold(hold_key, user_id, bucket, ua.currency, amount_nanos, "pending", expires)
 
+    place_hold.relaxed_commit = True  # type: ignore[attr-defined]  # see ledger.executor
+
     def _place_hold_pg(
         self,
         tx: Tx,
