@@ -23,6 +23,7 @@ from tallygate.admin import admin_api
 from tallygate.catalog import endpoints as catalog
 from tallygate.config import Settings, get_settings
 from tallygate.db.engine import Database
+from tallygate.exports import endpoints as exports
 from tallygate.gateway.middleware import GatewayMiddleware
 from tallygate.keys import endpoints as keys
 from tallygate.kit.clock import Clock, SystemClock
@@ -154,6 +155,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(users.router)
     app.include_router(wallet.router)
     app.include_router(receipts.router)
+    app.include_router(exports.router)
     app.include_router(keys.router)
     app.include_router(catalog.router)
     app.include_router(admin_api())

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from tallygate.billing import policy_endpoints as charge_policy
 from tallygate.catalog import endpoints as catalog
 from tallygate.channels import endpoints as channels
+from tallygate.exports import endpoints as exports
 from tallygate.keys import endpoints as keys
 from tallygate.receipts import endpoints as receipts
 from tallygate.users import endpoints as users
@@ -20,6 +21,7 @@ def admin_api() -> APIRouter:
     router.include_router(users.admin_router)
     router.include_router(wallet.admin_router)
     router.include_router(receipts.admin_router)
+    router.include_router(exports.admin_router)
     router.include_router(keys.admin_router)
     router.include_router(catalog.admin_router)
     router.include_router(channels.admin_router)

@@ -273,6 +273,81 @@ def reconcile() -> None:
         raise typer.Exit(1)
 
 
+@app.command()
+def export(
+    name: Annotated[str, typer.Argument(help="requests, ledger, audit, usage or statement")],
+    out: Annotated[str, typer.Option("--out", "-o", help="file to write ('-' = stdout)")] = "-",
+    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl")] = "csv",
+    user_id: Annotated[int | None, typer.Option(help="only this user's rows")] = None,
+    bucket: Annotated[str | None, typer.Option(help="credit or routed")] = None,
+    since: Annotated[str | None, typer.Option(help="inclusive start, ISO 8601 UTC")] = None,
+    until: Annotated[str | None, typer.Option(help="exclusive end, ISO 8601 UTC")] = None,
+    project: Annotated[str | None, typer.Option()] = None,
+    model: Annotated[str | None, typer.Option()] = None,
+    status: Annotated[str | None, typer.Option()] = None,
+    kind: Annotated[str | None, typer.Option(help="ledger entry kind")] = None,
+) -> None:
+    """Export as CSV or JSON Lines from one database snapshot, streaming (flat memory), with a
+    progress line on stderr. `statement` needs --user-id and --bucket and prints JSON."""
+    import datetime as dt
+
+    import orjson
+
+    from tallygate.exports import service
+    from tallygate.exports.queries import Filters
+
+    settings = get_settings()
+
+    def when(text: str | None) -> int | None:
+        if text is None:
+            return None
+        try:
+            return service.to_us(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
+        except ValueError:
+            raise CommandFailed(f"not an ISO 8601 time: {text!r}") from None
+
+    def run() -> None:
+        with _database(settings) as db:
+            if name == "statement":
+                if user_id is None or bucket is None:
+                    raise CommandFailed("statement needs --user-id and --bucket")
+                result = service.statement_with_rows(
+                    db,
+                    user_id=user_id,
+                    bucket=bucket,
+                    since_us=when(since),
+                    until_us=when(until),
+                    rows=False,
+                )
+                typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+                return
+            service.check(name, fmt, service.OPERATOR_EXPORTS)
+            filters = Filters(
+                since_us=when(since),
+                until_us=when(until),
+                user_id=user_id,
+                bucket=bucket,
+                project=project,
+                model=model,
+                status=status,
+                kind=kind,
+            )
+            target = sys.stdout.buffer if out == "-" else open(out, "wb")  # noqa: SIM115
+            written = 0
+            try:
+                for chunk in service.stream(db, name, fmt, filters):
+                    target.write(chunk)
+                    written += chunk.count(b"\n")
+                    sys.stderr.write(f"\rexported {written:,} lines")
+                    sys.stderr.flush()
+            finally:
+                if target is not sys.stdout.buffer:
+                    target.close()
+            sys.stderr.write(f"\rexported {written:,} lines — done\n")
+
+    guarded(run)
+
+
 def main() -> None:
     try:
         app()

@@ -75,6 +75,19 @@ class Database:
         with self.read_engine.begin() as conn:
             yield conn
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read-only transaction that sees one consistent snapshot for all its statements
+        (REPEATABLE READ on PostgreSQL; a SQLite WAL read transaction already does)."""
+        if self.sqlite:
+            with self.read_engine.begin() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
     def dispose(self) -> None:
         self.engine.dispose()
         if self.read_engine is not self.engine:

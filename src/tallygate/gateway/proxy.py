@@ -4,6 +4,7 @@ non-streaming answer. Streams continue in ``streaming``."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -27,6 +28,7 @@ from tallygate.gateway.snapshot import Channel
 from tallygate.routing.select import order
 
 UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+_URL = re.compile(r"(?:https?|wss?)://\S+")
 
 
 def upstream_body(call: Call, channel: Channel) -> bytes:
@@ -63,7 +65,9 @@ def _upstream_message(raw: bytes, status: int) -> str:
         message = data.get("error", {}).get("message") if isinstance(data, dict) else None
     except (orjson.JSONDecodeError, AttributeError):
         message = None
-    return str(message)[:500] if message else f"upstream answered HTTP {status}"
+    if not message:
+        return f"upstream answered HTTP {status}"
+    return _URL.sub("[upstream]", str(message))[:500]
 
 
 async def forward(call: Call, scope: Scope, receive: Receive, send: Send) -> None:
@@ -179,10 +183,16 @@ async def forward(call: Call, scope: Scope, receive: Receive, send: Send) -> Non
 
 
 def _describe(exc: BaseException) -> str:
+    """A short, user-safe description: never the upstream's address or a secret."""
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "could not connect to the upstream"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
+        return "the upstream closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the upstream's answer was cut off"
+    return f"upstream error ({type(exc).__name__})"
 
 
 async def _read_quietly(resp: aiohttp.ClientResponse) -> bytes:
