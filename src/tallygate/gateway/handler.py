@@ -152,7 +152,11 @@ async def authenticate(rt: Runtime, scope: Scope) -> KeyInfo:
         )
     digest = hashlib.sha256(auth[7:].strip().encode()).hexdigest()
     key = rt.snapshot.keys.get(digest)
-    if key is None and await rt.refresh():
+    if key is None:
+        # A key created since the last load. Look again whoever reloaded: when concurrent
+        # requests race here, one reloads and the others find the version already current
+        # (refresh() answers False), yet the snapshot they read now holds the key.
+        await rt.refresh()
         key = rt.snapshot.keys.get(digest)
     if key is None:
         raise Refusal(401, "invalid API key", "invalid_api_key")
