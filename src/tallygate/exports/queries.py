@@ -139,13 +139,16 @@ def request_rows(conn: Connection, f: Filters) -> Iterator[dict[str, Any]]:
 
 
 def _adjustments(conn: Connection) -> dict[str, tuple[int, str]]:
-    """Operator adjustments that point at a request: user-side amount and reason."""
+    """Operator adjustments that point at a request: user-side amount and reason. A request is
+    named by cause type ``request`` (the ledger's own convention, as on usage entries);
+    ``receipt`` is accepted too."""
     found: dict[str, tuple[int, str]] = {}
     rows = conn.execute(
         text(
             "SELECT e.cause_id, e.memo, SUM(p.amount_nanos) FROM entries e "
             "JOIN postings p ON p.entry_id = e.id JOIN accounts a ON a.id = p.account_id "
-            "WHERE e.kind = 'adjustment' AND e.cause_type = 'receipt' AND a.kind = 'bucket' "
+            "WHERE e.kind = 'adjustment' AND e.cause_type IN ('request', 'receipt') "
+            "AND a.kind = 'bucket' "
             "GROUP BY e.id, e.cause_id, e.memo ORDER BY e.id"
         )
     )
