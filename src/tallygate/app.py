@@ -31,6 +31,9 @@ from tallygate.ledger import Ledger
 from tallygate.ledger.faults import hook
 from tallygate.observability import health
 from tallygate.observability.logging import configure_logging
+from tallygate.payments import endpoints as payments
+from tallygate.payments import pages as payment_pages
+from tallygate.payments.registry import Payments
 from tallygate.receipts import endpoints as receipts
 from tallygate.state import AppState
 from tallygate.users import endpoints as users
@@ -93,11 +96,13 @@ def retry_conflicts(fn: Callable[[], T], attempts: int = 5) -> T:
     raise AssertionError("unreachable")
 
 
-async def run_sweeper(state: AppState, interval: float) -> None:
+async def run_sweeper(state: AppState, interval: float, payments: Payments | None = None) -> None:
     """Sweep every ``interval`` seconds until cancelled. A failed sweep is logged and retried at
     the next tick; cancellation waits for a sweep in progress to commit or roll back."""
     while True:
         await asyncio.sleep(interval)
+        if payments is not None:
+            await _sweep_payments(state, payments)
         try:
             holds, lots = await anyio.to_thread.run_sync(sweep_once, state)
         except Exception:
@@ -105,6 +110,20 @@ async def run_sweeper(state: AppState, interval: float) -> None:
             continue
         if holds or lots:
             logger.info("sweeper: expired %d hold(s) and %d lot(s)", holds, lots)
+
+
+async def _sweep_payments(state: AppState, payments: Payments) -> None:
+    """Expire overdue top-up orders and retry unhandled webhook events, in their own
+    transactions; a failure here never stops the hold and lot sweep."""
+    from tallygate.payments.webhook_service import sweep
+
+    try:
+        orders, events = await anyio.to_thread.run_sync(sweep, state, payments)
+    except Exception:
+        logger.exception("sweeper: payments sweep failed; retrying at the next tick")
+        return
+    if orders or events:
+        logger.info("sweeper: expired %d order(s), retried %d event(s)", orders, events)
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
@@ -119,10 +138,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         from tallygate.gateway.runtime import Runtime
 
         app.state.gateway = await Runtime.start(state)
+        app.state.payments = Payments.from_settings(settings)
         sweeper = None
         if settings.sweeper_interval_seconds > 0:
             sweeper = asyncio.create_task(
-                run_sweeper(state, settings.sweeper_interval_seconds), name="tallygate-sweeper"
+                run_sweeper(state, settings.sweeper_interval_seconds, app.state.payments),
+                name="tallygate-sweeper",
             )
         try:
             yield
@@ -158,5 +179,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(exports.router)
     app.include_router(keys.router)
     app.include_router(catalog.router)
+    app.include_router(payments.router)
+    app.include_router(payment_pages.router)
     app.include_router(admin_api())
     return app

@@ -55,6 +55,53 @@ class Settings(BaseSettings):
     demo_key: str = ""
     """``tallygate demo``: use this API key for the demo user instead of a new one."""
 
+    # ---- payments (docs/payments.md) ----------------------------------------------------------
+    payments_sandbox: bool = False
+    """Enable the built-in test-mode checkout (``tallygate demo`` turns it on; ``serve`` refuses
+    it unless ``--allow-sandbox`` is given, and then shows a test-mode banner)."""
+    order_ttl_seconds: int = 1800
+    """How long a pending top-up order waits for payment before the sweeper expires it."""
+    bank_review_days: int = 7
+    """How long a manual bank transfer order may wait for review before it expires."""
+    topup_rates: dict[str, dict[str, str]] = {}
+    """Per bucket: payment currency → exact decimal rate (bucket units per payment unit).
+    A bucket without an entry accepts its own currency at rate 1."""
+    topup_bonus_tiers: dict[str, list[tuple[str, str]]] = {}
+    """Per bucket: [(minimum credited amount in bucket units, bonus fraction)], e.g.
+    ``{"credit": [["100", "0.05"]]}`` adds 5% from 100 up. Snapshotted on each order."""
+    topup_min: str = "1"
+    """Smallest top-up, in units of the payment currency."""
+    topup_max: str = "10000"
+    topup_presets: list[str] = ["5", "10", "20", "50", "100"]
+    refund_shortfall_policy: str = "debt"
+    """When a refund exceeds what the bucket holds: ``debt`` books the shortfall as debt (the
+    bucket is blocked until repaid); ``review`` takes what is there and leaves the rest
+    awaiting an operator's decision (book as debt, or write off)."""
+    public_url: str = ""
+    """Base URL users reach this server at (provider return URLs); default: the request's."""
+
+    stripe_secret_key: str = ""
+    stripe_webhook_secrets: list[str] = []
+    """Endpoint signing secrets (``whsec_…``); several during a rotation."""
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_webhook_tolerance_seconds: int = 300
+
+    wechat_mchid: str = ""
+    wechat_appid: str = ""
+    wechat_api_v3_key: str = ""
+    """The 32-byte APIv3 key that decrypts notification resources."""
+    wechat_platform_public_key: str = ""
+    """PEM of the WeChat Pay platform public key (public-key mode: nothing is fetched)."""
+    wechat_platform_serial: str = ""
+    wechat_merchant_private_key: str = ""
+    """PEM of the merchant's API private key (signs requests to WeChat Pay)."""
+    wechat_merchant_serial: str = ""
+    wechat_api_base: str = "https://api.mch.weixin.qq.com"
+    wechat_webhook_tolerance_seconds: int = 300
+
+    bank_instructions: str = ""
+    """Shown to users choosing a manual bank transfer (account, beneficiary …)."""
+
     fault: str = ""
     """Test-only fault hook, e.g. ``after_postings_before_commit`` (see ledger.faults)."""
 

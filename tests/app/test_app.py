@@ -93,6 +93,23 @@ class TestOpenAPI:
             "/admin/api/channels/{channel_id}/models",
             "/admin/api/channels/{channel_id}/test",
             "/admin/api/charge-policy",
+            "/admin/api/payments/orders",
+            "/admin/api/payments/orders/{order_id}",
+            "/admin/api/payments/orders/{order_id}/approve",
+            "/admin/api/payments/orders/{order_id}/override",
+            "/admin/api/payments/orders/{order_id}/refunds",
+            "/admin/api/payments/orders/{order_id}/reject",
+            "/admin/api/payments/refunds",
+            "/admin/api/payments/refunds/{refund_id}/decision",
+            "/api/payments/options",
+            "/api/payments/orders",
+            "/api/payments/orders/{order_id}",
+            "/api/payments/orders/{order_id}/cancel",
+            "/api/payments/orders/{order_id}/receipt",
+            "/api/payments/orders/{order_id}/state",
+            "/api/payments/orders/{order_id}/transfer",
+            "/api/payments/webhooks/stripe",
+            "/api/payments/webhooks/wechat",
         }
         assert set(document["paths"]["/api/auth/login"]) == {"post"}
         assert set(document["paths"]["/api/keys"]) == {"get", "post"}

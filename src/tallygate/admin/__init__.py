@@ -10,6 +10,7 @@ from tallygate.catalog import endpoints as catalog
 from tallygate.channels import endpoints as channels
 from tallygate.exports import endpoints as exports
 from tallygate.keys import endpoints as keys
+from tallygate.payments import endpoints as payments
 from tallygate.receipts import endpoints as receipts
 from tallygate.users import endpoints as users
 from tallygate.users.dependencies import current_operator
@@ -26,4 +27,5 @@ def admin_api() -> APIRouter:
     router.include_router(catalog.admin_router)
     router.include_router(channels.admin_router)
     router.include_router(charge_policy.admin_router)
+    router.include_router(payments.admin_router)
     return router
