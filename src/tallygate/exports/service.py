@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tallygate.db.engine import Database
-from tallygate.errors import BadRequest
+from tallygate.errors import BadRequest, Forbidden
 from tallygate.exports import formats
 from tallygate.exports.queries import EXPORTS, LEDGER_COLUMNS, Filters, ledger_rows
 from tallygate.exports.statement import statement
@@ -28,6 +28,8 @@ def to_us(value: dt.datetime | None) -> int | None:
 
 
 def check(name: str, fmt: str, allowed: tuple[str, ...]) -> None:
+    if name in OPERATOR_EXPORTS and name not in allowed:
+        raise Forbidden(f"the {name} export is for operators only", param="name")
     if name not in allowed:
         raise BadRequest(
             f"unknown export {name!r}: expected one of {', '.join(allowed)}", param="name"
