@@ -19,9 +19,11 @@ from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
 
 from tallygate import __version__, error_handlers
+from tallygate.adjustments import endpoints as adjustments
 from tallygate.admin import admin_api
 from tallygate.catalog import endpoints as catalog
 from tallygate.config import Settings, get_settings
+from tallygate.credits import endpoints as credits
 from tallygate.db.engine import Database
 from tallygate.exports import endpoints as exports
 from tallygate.gateway.middleware import GatewayMiddleware
@@ -178,6 +180,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(receipts.router)
     app.include_router(exports.router)
     app.include_router(keys.router)
+    app.include_router(credits.router)
+    app.include_router(adjustments.router)
     app.include_router(catalog.router)
     app.include_router(payments.router)
     app.include_router(payment_pages.router)

@@ -39,6 +39,16 @@ class Settings(BaseSettings):
     session_ttl_seconds: int = 14 * 24 * 3600
     sweeper_interval_seconds: float = 5.0
 
+    # ---- redeem codes (tallygate.credits) -----------------------------------------------------
+    trusted_proxies: list[str] = []
+    """Addresses or CIDR networks of reverse proxies whose ``X-Forwarded-For`` is believed when
+    working out a client's address (claim rate limit, starter-credit address cap); from any
+    other peer the header is ignored."""
+    redeem_max_failures: int = 10
+    """Failed code claims allowed per account, and per client address, within the window; once
+    reached, every claim (a valid code too) is refused with 429 until the oldest ages out."""
+    redeem_failure_window_seconds: int = 600
+
     gateway_max_attempts: int = 3
     """Channels tried per request (the first plus fallbacks) before answering 502/503."""
     circuit_window_seconds: float = 60.0

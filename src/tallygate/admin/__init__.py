@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from tallygate.adjustments import endpoints as adjustments
 from tallygate.billing import policy_endpoints as charge_policy
 from tallygate.catalog import endpoints as catalog
 from tallygate.channels import endpoints as channels
+from tallygate.credits import endpoints as credits
 from tallygate.exports import endpoints as exports
 from tallygate.keys import endpoints as keys
 from tallygate.payments import endpoints as payments
@@ -27,5 +29,7 @@ def admin_api() -> APIRouter:
     router.include_router(catalog.admin_router)
     router.include_router(channels.admin_router)
     router.include_router(charge_policy.admin_router)
+    router.include_router(credits.admin_router)
+    router.include_router(adjustments.admin_router)
     router.include_router(payments.admin_router)
     return router

@@ -4,6 +4,16 @@ Times are integer microseconds since the Unix epoch (UTC) — the same on SQLite
 Money columns end in ``_nanos`` and hold integer nano-units of the row's currency."""
 
 from tallygate.db.base import metadata
-from tallygate.models import audit, catalog, keys, ledger, payments, receipts, users
+from tallygate.models import audit, catalog, credits, keys, ledger, payments, receipts, users
 
-__all__ = ["metadata", "audit", "catalog", "keys", "ledger", "payments", "receipts", "users"]
+__all__ = [
+    "metadata",
+    "audit",
+    "catalog",
+    "credits",
+    "keys",
+    "ledger",
+    "payments",
+    "receipts",
+    "users",
+]

@@ -14,6 +14,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Connection, RowMapping
 
 from tallygate.audit import service as audit
+from tallygate.credits import claims as credits
 from tallygate.errors import BadRequest, Conflict, NotFound, Unauthorized
 from tallygate.ledger import Ledger
 from tallygate.users import passwords
@@ -131,10 +132,14 @@ def create_user(
     now_us: int,
     actor: str = "cli",
     source: str = "cli",
+    client_address: str | None = None,
 ) -> User:
     """Create a user and open their ledger accounts in the same transaction.
 
-    Creating an operator is recorded in the audit trail (``actor``/``source`` say who did it)."""
+    A new ``user`` account gets the configured starter credit in that transaction too, once
+    per bucket (``client_address``, when known, feeds the starter campaigns' per-address
+    cap). Creating an operator is recorded in the audit trail (``actor``/``source`` say who
+    did it)."""
     if role not in ROLES:
         raise BadRequest(f"role must be one of {', '.join(ROLES)}", param="role")
     address = normalize_email(email)
@@ -151,6 +156,10 @@ def create_user(
         raise EmailTaken(f"a user with email {address} already exists", param="email")
     tx = ledger.tx(conn)
     ledger.open_user(tx, user_id)
+    if role == "user":
+        credits.grant_starter(
+            conn, ledger, user_id=user_id, now_us=now_us, client_address=client_address
+        )
     if role == "operator":
         audit.record(
             tx,
