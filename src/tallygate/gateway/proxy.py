@@ -230,6 +230,11 @@ async def _answer(call: Call, send: Send, data: dict[str, Any]) -> None:
         failure_class=failure_class,
         charge_policy=policy_label,
     )
+    response_id = data.get("id")
+    if endpoint.name == "responses" and isinstance(response_id, str) and call.channel:
+        # A later previous_response_id must reach the channel that created this response.
+        receipt.upstream_response_id = response_id
+        rt.remember_response(response_id, call.channel.id)
 
     def render(done: billing.Finished) -> bytes:
         block = data.get("usage")
