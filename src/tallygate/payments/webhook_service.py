@@ -80,7 +80,7 @@ def retry_unhandled(state: AppState, payments: Payments, *, older_than_s: float 
                 state, payments.stripe, event_id, orjson.loads(payload), source="webhook"
             )
         elif source == "wechat" and payments.wechat is not None:
-                    wechat_events.process(
+            wechat_events.process(
                 state, payments.wechat, event_id, payments.wechat.decode_stored(payload)
             )
         time.sleep(0)
