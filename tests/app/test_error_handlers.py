@@ -10,7 +10,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tallygate.db.engine import Database
 from tallygate.errors import Conflict
+from tallygate.gateway import handler as gateway_handler
+from tallygate.keys import service as keys
+from tallygate.keys.schemas import KeyCreate
+from tallygate.ledger import Ledger
+from tests.fixtures.factories import Factory
 from tests.fixtures.server import AppFactory, serving
 
 SECRET = "s3cret-internal-detail"
@@ -27,7 +33,7 @@ def conflict() -> None:
 @pytest.fixture
 def http(make_app: AppFactory) -> Iterator[httpx.Client]:
     app: FastAPI = make_app()
-    for prefix in ("/v1", "/api", "/admin/api", ""):
+    for prefix in ("/api", "/admin/api", ""):
         app.add_api_route(f"{prefix}/test-boom", boom)
         app.add_api_route(f"{prefix}/test-conflict", conflict)
     with serving(app) as base_url, httpx.Client(base_url=base_url, timeout=10) as client:
@@ -35,32 +41,112 @@ def http(make_app: AppFactory) -> Iterator[httpx.Client]:
 
 
 class TestOpenAISurface:
-    def test_a_domain_error_has_the_openai_shape_and_status(self, http: httpx.Client) -> None:
-        response = http.get("/v1/test-conflict")
-        assert response.status_code == 409
-        assert response.json() == {
-            "error": {
-                "message": "that name is taken",
-                "type": "invalid_request_error",
-                "code": "conflict",
-                "param": "name",
-            }
-        }
+    """/v1 is served by the gateway itself (before FastAPI's routes), in OpenAI's error shape."""
+
+    @pytest.fixture
+    def api_key(self, http: httpx.Client, db: Database, ledger: Ledger) -> str:
+        user = Factory(db, ledger).user()
+        with db.begin() as conn:
+            created = keys.create_key(
+                conn,
+                user_id=user.id,
+                body=KeyCreate(label="errors"),
+                currencies=ledger.currencies,
+                now_us=ledger.now_us(),
+            )
+        return created.key
 
     def test_an_unknown_path_is_a_404_in_openai_shape(self, http: httpx.Client) -> None:
         response = http.post("/v1/chat/nothing-here", json={})
         assert response.status_code == 404
         assert response.json() == {
             "error": {
-                "message": "no such endpoint: POST /v1/chat/nothing-here",
+                "message": "unknown endpoint POST /v1/chat/nothing-here",
                 "type": "invalid_request_error",
-                "code": "not_found",
+                "code": "unknown_url",
                 "param": None,
             }
         }
 
-    def test_a_bug_is_a_generic_500(self, http: httpx.Client) -> None:
-        response = http.get("/v1/test-boom")
+    def test_a_wrong_method_is_a_405_in_openai_shape(self, http: httpx.Client) -> None:
+        response = http.get("/v1/chat/completions")
+        assert response.status_code == 405
+        assert response.json()["error"]["code"] == "method_not_allowed"
+
+    def test_a_missing_key_is_a_401(self, http: httpx.Client) -> None:
+        response = http.post("/v1/chat/completions", json={"model": "m", "messages": []})
+        assert response.status_code == 401
+        assert response.json()["error"] == {
+            "message": "missing API key: send 'Authorization: Bearer <your Tallygate key>'",
+            "type": "authentication_error",
+            "code": "missing_api_key",
+            "param": None,
+        }
+
+    def test_a_bad_key_is_a_401(self, http: httpx.Client) -> None:
+        response = http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": "Bearer tg-wrong"},
+            json={"model": "m", "messages": []},
+        )
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "invalid_api_key"
+        assert response.json()["error"]["type"] == "authentication_error"
+
+    def test_a_body_that_is_not_json_is_a_400(self, http: httpx.Client, api_key: str) -> None:
+        response = http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {api_key}", "content-type": "application/json"},
+            content=b"{nope",
+        )
+        assert response.status_code == 400
+        assert response.json()["error"] == {
+            "message": "request body is not valid JSON",
+            "type": "invalid_request_error",
+            "code": "invalid_json",
+            "param": None,
+        }
+
+    def test_a_body_without_a_model_is_a_400_naming_the_param(
+        self, http: httpx.Client, api_key: str
+    ) -> None:
+        response = http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {api_key}"},
+            json={"messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert response.status_code == 400
+        assert response.json()["error"] == {
+            "message": "'model' is required",
+            "type": "invalid_request_error",
+            "code": "invalid_request",
+            "param": "model",
+        }
+
+    def test_a_body_that_is_not_an_object_is_a_400(self, http: httpx.Client, api_key: str) -> None:
+        response = http.post(
+            "/v1/embeddings", headers={"Authorization": f"Bearer {api_key}"}, json=[1, 2]
+        )
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "invalid_json"
+
+    def test_an_unknown_model_is_a_404(self, http: httpx.Client, api_key: str) -> None:
+        response = http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {api_key}"},
+            json={"model": "nope", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "model_not_found"
+
+    def test_a_bug_is_a_generic_500_without_a_traceback(
+        self, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async def broken(*args: object) -> None:
+            raise RuntimeError(SECRET)
+
+        monkeypatch.setattr(gateway_handler, "_serve", broken)
+        response = http.post("/v1/chat/completions", json={})
         assert response.status_code == 500
         assert response.json() == {
             "error": {
@@ -70,6 +156,7 @@ class TestOpenAISurface:
                 "param": None,
             }
         }
+        assert SECRET not in response.text
 
 
 class TestJSONSurface:

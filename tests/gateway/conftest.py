@@ -1,0 +1,25 @@
+"""Gateway tests run a real Tallygate server in front of two test upstreams (tests/fixtures/
+gateway.py). After every test that built a world, the ledger must reconcile and no hold may be
+left pending."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fixtures.gateway import WorldFactory, gateway_upstreams, make_world, world
+
+__all__ = ["gateway_upstreams", "make_world", "world"]
+
+
+@pytest.fixture(autouse=True)
+def _reconciled(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Checked once the world's server has stopped (``make_world`` is set up inside this
+    fixture, so it is torn down first): every request has settled by then."""
+    factory: WorldFactory | None = None
+    if "make_world" in request.fixturenames:
+        factory = request.getfixturevalue("make_world")
+    yield
+    for built in factory.built if factory else []:
+        built.assert_reconciled()
