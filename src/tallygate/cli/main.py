@@ -108,6 +108,13 @@ def serve(
     no_migrate: Annotated[
         bool, typer.Option("--no-migrate", help="Do not apply migrations before starting")
     ] = False,
+    allow_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--allow-sandbox",
+            help="Serve with the test-mode sandbox payment provider (TALLYGATE_PAYMENTS_SANDBOX)",
+        ),
+    ] = False,
 ) -> None:
     """Apply migrations (under a lock), then serve the API with uvicorn."""
     import uvicorn
@@ -118,6 +125,19 @@ def serve(
 
     settings = get_settings()
     configure_logging(settings)
+    if settings.payments_sandbox and not allow_sandbox:
+        typer.echo(
+            "refusing to serve: TALLYGATE_PAYMENTS_SANDBOX is on, so anyone could credit a "
+            "balance through the test-mode checkout. Pass --allow-sandbox to serve it anyway.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if settings.payments_sandbox:
+        typer.echo(
+            "*** TEST MODE: the sandbox payment provider is enabled; sandbox top-ups are "
+            "marked test_mode everywhere ***",
+            err=True,
+        )
     if not no_migrate:
         guarded(lambda: upgrade(settings.database_url))
     uvicorn.run(
@@ -146,7 +166,7 @@ def demo(
     from tallygate.demo.seed import Demo, seed
     from tallygate.observability.logging import configure_logging
 
-    settings = get_settings().model_copy(update={"demo_upstream": True})
+    settings = get_settings().model_copy(update={"demo_upstream": True, "payments_sandbox": True})
     configure_logging(settings)
     bind_host, bind_port = host or settings.host, port or settings.port
     base_url = f"http://{bind_host}:{bind_port}"
@@ -173,6 +193,7 @@ Tallygate demo is running at {base_url}
   Models          : gpt-4o-mini (official route, paid from Credit)
                     qwen-turbo  (routed route, paid from Routed balance)
   Wallet          : $2.00 Credit and ¥10.00 Routed balance (starter credit)
+  Top-ups         : TEST MODE sandbox checkout (POST /api/payments/orders, provider "sandbox")
 
   Try it:  curl {base_url}/v1/models -H "Authorization: Bearer {made.api_key}"
 """
