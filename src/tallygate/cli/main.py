@@ -148,7 +148,9 @@ def serve(
         http="httptools",
         access_log=False,
         log_config=None,
-        proxy_headers=True,
+        # Only configured proxies may set the client address (X-Forwarded-For).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
     )
 
 
