@@ -208,6 +208,7 @@ Tallygate demo is running at {base_url}
         http="httptools",
         access_log=False,
         log_config=None,
+        proxy_headers=False,
     )
 
 
