@@ -56,7 +56,7 @@ def _migration_lock(url: str) -> Iterator[None]:
     engine.dispose()
 
 
-def upgrade(url: str, revision: str = "heads") -> None:
+def upgrade(url: str, revision: str = "head") -> None:
     with _migration_lock(url):
         command.upgrade(alembic_config(url), revision)
 
