@@ -18,7 +18,7 @@ import psycopg
 from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
 
-from tallygate import __version__, error_handlers
+from tallygate import __version__, error_handlers, web
 from tallygate.adjustments import endpoints as adjustments
 from tallygate.admin import admin_api
 from tallygate.catalog import endpoints as catalog
@@ -186,4 +186,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(payments.router)
     app.include_router(payment_pages.router)
     app.include_router(admin_api())
+    web.install(app)
     return app

@@ -1,0 +1,25 @@
+"""The user console: server-rendered pages (Jinja2) over the same services as the JSON APIs.
+
+``install(app)`` mounts the vendored static files, the page routers and the page-only error
+handling (a login redirect); nothing a page needs is loaded from outside the server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from tallygate.web import account, keys, market, receipts, wallet
+from tallygate.web.auth import LoginRequired, login_redirect
+from tallygate.web.security import LoginLimiter
+
+STATIC = Path(__file__).parent / "static"
+
+
+def install(app: FastAPI) -> None:
+    app.state.login_limiter = LoginLimiter()
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_exception_handler(LoginRequired, login_redirect)
+    for module in (account, wallet, keys, receipts, market):
+        app.include_router(module.router)

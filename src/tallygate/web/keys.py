@@ -1,0 +1,100 @@
+"""API keys: the list with spend so far, create (the key is shown once, in the response to the
+form, never again), revoke."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Path, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+
+from tallygate.errors import TallygateError
+from tallygate.keys import service as keys
+from tallygate.keys.schemas import KeyCreate, KeyCreated
+from tallygate.web.auth import SignedIn, SignedInForm, Viewer
+from tallygate.web.render import page
+
+router = APIRouter(include_in_schema=False)
+
+
+def _page(
+    request: Request,
+    v: Viewer,
+    *,
+    created: KeyCreated | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    assert v.user is not None
+    with v.state.db.read() as conn:
+        listing = keys.list_keys(
+            conn,
+            user_id=v.user.id,
+            currencies=v.state.ledger.currencies,
+            now_us=v.state.now_us(),
+            limit=200,
+        )
+    return page(
+        request,
+        v,
+        "keys.html",
+        status_code=status,
+        title="API keys",
+        nav="keys",
+        keys=listing.items,
+        created=created,
+        error=error,
+        base_url=str(request.base_url).rstrip("/") + "/v1",
+    )
+
+
+@router.get("/keys")
+def list_keys(request: Request, v: SignedIn) -> Response:
+    return _page(request, v)
+
+
+@router.post("/keys")
+def create_key(
+    request: Request,
+    v: SignedInForm,
+    label: Annotated[str, Form(max_length=200)] = "",
+    project: Annotated[str, Form(max_length=200)] = "",
+    allowed_models: Annotated[str, Form(max_length=2000)] = "",
+    route_types: Annotated[list[str] | None, Form()] = None,
+) -> Response:
+    assert v.user is not None
+    try:
+        body = KeyCreate(
+            label=label.strip() or "key",
+            project=project.strip(),
+            allowed_models=[m.strip() for m in allowed_models.split(",") if m.strip()],
+            allowed_route_types=route_types or ["official", "routed"],  # type: ignore[arg-type]
+        )
+        with v.state.db.begin() as conn:
+            created = keys.create_key(
+                conn,
+                user_id=v.user.id,
+                body=body,
+                currencies=v.state.ledger.currencies,
+                now_us=v.state.now_us(),
+            )
+    except ValidationError:
+        return _page(request, v, error="route types must be official and/or routed", status=400)
+    except TallygateError as exc:
+        return _page(request, v, error=exc.message, status=exc.status)
+    return _page(request, v, created=created, status=201)
+
+
+@router.post("/keys/{key_id}/revoke")
+def revoke_key(key_id: Annotated[int, Path(ge=1)], v: SignedInForm) -> Response:
+    assert v.user is not None
+    with v.state.db.begin() as conn:
+        keys.revoke_key(
+            conn,
+            key_id,
+            user_id=v.user.id,
+            currencies=v.state.ledger.currencies,
+            now_us=v.state.now_us(),
+        )
+    return RedirectResponse("/keys", status_code=303)
