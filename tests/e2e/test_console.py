@@ -1,0 +1,145 @@
+"""The console in a real headless Chromium (Debian's), against a real server on loopback with
+PostgreSQL: a newcomer's journey, and every page as a user and as an operator with no console
+error, no failed request and nothing requested from outside 127.0.0.1."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from fastapi.routing import APIRoute
+from selenium import webdriver
+
+from tallygate.users import repository as users_repo
+from tallygate.web.render import money
+from tests.fixtures.browser import Browser
+from tests.fixtures.factories import PASSWORD
+from tests.fixtures.gateway import ROUTED_CHAT, World
+
+HI = [{"role": "user", "content": "hello from the browser test"}]
+
+
+@pytest.fixture
+def browser(chromium: webdriver.Chrome, world: World) -> Iterator[Browser]:
+    b = Browser(chromium, world.base_url)
+    yield b
+    b.collect()
+    assert b.outside_requests() == [], "a page requested something outside 127.0.0.1"
+
+
+def sign_in(b: Browser, email: str, password: str = PASSWORD) -> None:
+    b.go("/login")
+    b.fill("#email", email)
+    b.fill("#password", password)
+    b.submit("main button[type=submit]")
+
+
+def page_routes(world: World) -> list[str]:
+    """Every GET page the console serves, from the app's router."""
+    return sorted(
+        r.path
+        for r in world.app.routes
+        if isinstance(r, APIRoute)
+        and "GET" in r.methods
+        and r.endpoint.__module__.startswith("tallygate.web.")
+    )
+
+
+class TestChromium:
+    def test_debians_chromium_and_driver_pair_up(self, browser: Browser) -> None:
+        """Fails loudly (never skips under CI) when chromium and chromium-driver disagree."""
+        browser.go("/login")
+        assert "Sign in" in browser.driver.title
+        assert browser.driver.capabilities["browserName"] in ("chrome", "chromium")
+
+
+class TestNewcomer:
+    def test_sign_up_wallet_key_request_receipt(self, browser: Browser, world: World) -> None:
+        b = browser
+        b.go("/signup")
+        b.fill("#email", "newcomer@example.com")
+        b.fill("#password", PASSWORD)
+        b.submit("main button[type=submit]")
+        assert b.driver.current_url.endswith("/?welcome=1")
+        body = b.text("main")
+        assert "Credit" in body and "Routed balance" in body
+        with world.db.read() as conn:
+            row = users_repo.user_by_email(conn, "newcomer@example.com")
+        assert row is not None
+        user_id = int(row["id"])
+        world.make.topup(user_id, 20_000_000_000, bucket="credit")
+        world.make.topup(user_id, 50_000_000_000, bucket="routed")
+        b.go("/")
+        assert b.text("[data-testid=balance-credit]") == "$20.00"
+        assert b.text("[data-testid=balance-routed]") == "¥50.00"
+        b.screenshot("wallet")
+
+        b.go("/keys")
+        b.fill("#label", "browser key")
+        b.fill("#project", "journey")
+        b.submit("form[action='/keys'] button[type=submit]")
+        key = b.find("#new-key").get_attribute("value")
+        assert key and key.startswith("tg")
+        b.find("button[data-copy]").click()
+        assert b.find("button[data-copy]").text == "Copied"
+        b.screenshot("key-created")
+        b.go("/keys")
+        assert key not in b.driver.page_source
+        assert "browser key" in b.text("main")
+
+        with world.openai(key) as client:
+            raw = client.chat.completions.with_raw_response.create(model=ROUTED_CHAT, messages=HI)  # type: ignore[arg-type]
+        request_id = raw.headers["x-request-id"]
+        charge = int(world.receipt(request_id)["charge_nanos"])
+
+        b.go("/receipts")
+        assert request_id in b.text("main")
+        b.screenshot("receipts")
+        b.find(f"a[href='/receipts/{request_id}']").click()
+        b.collect()
+        assert b.text("[data-testid=charge]") == money(charge, "CNY")
+        assert "Routed balance" in b.text("main")
+        b.screenshot("receipt")
+
+        b.go("/")
+        assert b.text("[data-testid=balance-routed]") == money(50_000_000_000 - charge, "CNY")
+        assert b.text("[data-testid=balance-credit]") == "$20.00"
+        b.screenshot("wallet-after-request")
+        assert b.console_errors == []
+        assert b.failed == []
+
+
+class TestEveryPage:
+    def _visit_all(self, b: Browser, world: World, request_id: str, who: str) -> None:
+        for path in page_routes(world):
+            url = re.sub(r"\{request_id\}", request_id, path)
+            assert "{" not in url, f"no value for the path parameter of {path}"
+            b.go(url)
+            assert "Traceback" not in b.driver.page_source
+            assert b.find("h1").text, url
+            name = who + (url.strip("/").replace("/", "-") or "-wallet")
+            if url in ("/", "/keys", "/marketplace", "/receipts"):
+                b.screenshot(f"{who}{name[len(who) :]}")
+        b.collect()
+        assert b.console_errors == [], b.console_errors
+        assert b.failed == [], b.failed
+
+    def test_as_a_user_and_as_an_operator(self, browser: Browser, world: World) -> None:
+        with world.openai() as client:
+            raw = client.chat.completions.with_raw_response.create(model=ROUTED_CHAT, messages=HI)  # type: ignore[arg-type]
+        request_id = raw.headers["x-request-id"]
+        world.receipt(request_id)
+        sign_in(browser, world.user.email)
+        self._visit_all(browser, world, request_id, "user")
+        browser.driver.delete_all_cookies()
+        sign_in(browser, world.operator.email)
+        # the operator has no such receipt: its page is a readable 404, not a failure here
+        for path in page_routes(world):
+            if "{" in path:
+                continue
+            browser.go(path)
+            assert browser.find("h1").text
+        browser.collect()
+        assert browser.console_errors == [], browser.console_errors
+        assert browser.failed == [], browser.failed
