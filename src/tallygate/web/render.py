@@ -60,10 +60,16 @@ def when(value: Any) -> str:
     return str(value)
 
 
+def short_when(value: Any) -> str:
+    """``2026-01-01 00:00`` (UTC), for narrow tables."""
+    return when(value)[:16]
+
+
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.filters["money"] = money
 templates.env.filters["signed_money"] = signed_money
 templates.env.filters["when"] = when
+templates.env.filters["short_when"] = short_when
 templates.env.filters["decimal_money"] = decimal_money
 templates.env.globals["LABELS"] = LABELS
 

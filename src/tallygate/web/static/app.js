@@ -2,6 +2,12 @@
 (function () {
   "use strict";
   document.addEventListener("click", function (event) {
+    var preset = event.target.closest("[data-fill]");
+    if (preset) {
+      var target = document.querySelector(preset.getAttribute("data-fill"));
+      if (target) { target.value = preset.getAttribute("data-value"); target.focus(); }
+      return;
+    }
     var button = event.target.closest("[data-copy]");
     if (!button) return;
     var field = document.querySelector(button.getAttribute("data-copy"));
