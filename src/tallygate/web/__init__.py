@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from tallygate.web import account, keys, market, receipts, topup, wallet
+from tallygate.web import account, keys, market, receipts, redeem, topup, wallet
 from tallygate.web.auth import LoginRequired, login_redirect
 from tallygate.web.security import LoginLimiter
 
@@ -21,5 +21,5 @@ def install(app: FastAPI) -> None:
     app.state.login_limiter = LoginLimiter()
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(LoginRequired, login_redirect)
-    for module in (account, wallet, topup, keys, receipts, market):
+    for module in (account, wallet, topup, redeem, keys, receipts, market):
         app.include_router(module.router)

@@ -26,7 +26,7 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-def _address(request: Request, v: Viewer) -> str:
+def client_address(request: Request, v: Viewer) -> str:
     return throttle.client_address(
         request.client.host if request.client else None,
         request.headers.get("x-forwarded-for"),
@@ -61,7 +61,7 @@ def login(
     request: Request, v: CsrfChecked, email: Field = "", password: Field = "", next: Field = "/"
 ) -> Response:
     limiter: security.LoginLimiter = request.app.state.login_limiter
-    keys = [f"email:{email.strip().lower()}", f"ip:{_address(request, v)}"]
+    keys = [f"email:{email.strip().lower()}", f"ip:{client_address(request, v)}"]
     now = v.state.now_us() / 1_000_000
     ctx = {"title": "Sign in", "next": safe_next(next), "email": email}
     try:
@@ -105,7 +105,7 @@ def signup(request: Request, v: CsrfChecked, email: Field = "", password: Field 
                 now_us=now_us,
                 actor="signup",
                 source="web",
-                client_address=_address(request, v),
+                client_address=client_address(request, v),
             )
             session = users.create_session(
                 conn, user, now_us=now_us, ttl_seconds=v.state.settings.session_ttl_seconds
