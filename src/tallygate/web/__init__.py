@@ -8,18 +8,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from tallygate.web import account, keys, market, receipts, redeem, topup, wallet
+from tallygate.web import account, keys, market, operator, receipts, redeem, topup, wallet
 from tallygate.web.auth import LoginRequired, login_redirect
 from tallygate.web.security import LoginLimiter
 
 STATIC = Path(__file__).parent / "static"
 
 
+def favicon() -> FileResponse:
+    """Browsers ask for /favicon.ico on every page, the plain error pages included."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+
 def install(app: FastAPI) -> None:
     app.state.login_limiter = LoginLimiter()
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(LoginRequired, login_redirect)
-    for module in (account, wallet, topup, redeem, keys, receipts, market):
+    app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
+    for module in (account, wallet, topup, redeem, keys, receipts, market, operator):
         app.include_router(module.router)
