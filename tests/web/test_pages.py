@@ -89,6 +89,27 @@ class TestWallet:
         assert ">usage<" in usage and ">topup<" not in usage
         assert ">topup<" in topups and "+¥5.00" in topups
 
+    def test_the_ledger_downloads_as_csv_with_the_session_cookie(self, world: World) -> None:
+        call(world, ROUTED_CHAT)
+        with as_user(world) as client:
+            page = client.get("/ledger", params={"bucket": "routed"}).text
+            href = re.search(r'href="(/api/exports/ledger[^"]+)"', page)
+            assert href is not None
+            csv = client.get(href.group(1).replace("&amp;", "&"))
+        assert csv.status_code == 200 and "text/csv" in csv.headers["content-type"]
+        assert "usage" in csv.text and "topup" in csv.text
+
+
+class TestHeaders:
+    def test_pages_allow_nothing_from_outside_and_no_framing(self, world: World) -> None:
+        with as_user(world) as client:
+            response = client.get("/")
+        csp = response.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["cache-control"] == "no-store"
+        assert "https://" not in response.text and "http://" not in response.text
+
 
 class TestKeys:
     def test_a_new_key_is_shown_once_and_works(self, world: World) -> None:
