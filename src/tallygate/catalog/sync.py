@@ -92,14 +92,16 @@ class Desired:
 # ---- reading the price list -------------------------------------------------------------------
 
 
-class _ExactLoader(yaml.SafeLoader):  # type: ignore[misc]
+class _ExactLoader(yaml.SafeLoader):
     """YAML numbers with a fraction become ``Decimal`` of their exact text, never floats."""
 
 
-_ExactLoader.add_constructor(
-    "tag:yaml.org,2002:float",
-    lambda loader, node: Decimal(str(loader.construct_scalar(node)).replace("_", "")),
-)
+def _exact_float(loader: yaml.SafeLoader, node: yaml.Node) -> Decimal:
+    assert isinstance(node, yaml.ScalarNode)
+    return Decimal(str(loader.construct_scalar(node)).replace("_", ""))
+
+
+_ExactLoader.add_constructor("tag:yaml.org,2002:float", _exact_float)
 
 
 def load_text(text: str) -> Any:
