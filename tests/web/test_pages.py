@@ -139,6 +139,27 @@ class TestKeys:
             listing = client.get("/keys").text
         assert f"Routed balance: {money(charge, 'CNY')}" in listing
 
+    def test_limits_expiry_and_default_route_are_set_from_the_form(self, world: World) -> None:
+        with as_user(world) as client:
+            token = csrf_of(client.get("/keys"))
+            fields = {
+                "csrf_token": token,
+                "label": "capped",
+                "default_route_type": "routed",
+                "expires_on": "2026-02-01",
+                "routed_limit": "2.5",
+                "rpm_limit": "30",
+            }
+            created = client.post("/keys", data=fields)
+            bad_rpm = client.post("/keys", data={**fields, "rpm_limit": "many"})
+            past = client.post("/keys", data={**fields, "expires_on": "2025-01-01"})
+            bad_date = client.post("/keys", data={**fields, "expires_on": "someday"})
+        assert created.status_code == 201
+        assert "of ¥2.50" in created.text and "expires 2026-02-01 00:00:00 UTC" in created.text
+        for refused in (bad_rpm, past, bad_date):
+            assert refused.status_code == 400, refused.text
+            assert 'role="alert"' in refused.text and "Traceback" not in refused.text
+
     def test_revoke_is_a_csrf_checked_form(self, world: World) -> None:
         key_id, _ = world.new_key(label="doomed")
         with as_user(world) as client:

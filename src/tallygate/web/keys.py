@@ -49,6 +49,13 @@ def _page(
     )
 
 
+def _explain(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        fields = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
+        return "please check: " + ", ".join(sorted(fields)).replace("_", " ")
+    return "requests per minute must be a whole number"
+
+
 @router.get("/keys")
 def list_keys(request: Request, v: SignedIn) -> Response:
     return _page(request, v)
@@ -62,14 +69,28 @@ def create_key(
     project: Annotated[str, Form(max_length=200)] = "",
     allowed_models: Annotated[str, Form(max_length=2000)] = "",
     route_types: Annotated[list[str] | None, Form()] = None,
+    default_route_type: Annotated[str, Form(max_length=16)] = "",
+    expires_on: Annotated[str, Form(max_length=10)] = "",
+    credit_limit: Annotated[str, Form(max_length=40)] = "",
+    routed_limit: Annotated[str, Form(max_length=40)] = "",
+    rpm_limit: Annotated[str, Form(max_length=12)] = "",
 ) -> Response:
     assert v.user is not None
+    limits = {
+        bucket: {"total": text.strip()}
+        for bucket, text in (("credit", credit_limit), ("routed", routed_limit))
+        if text.strip()
+    }
     try:
         body = KeyCreate(
             label=label.strip() or "key",
             project=project.strip(),
             allowed_models=[m.strip() for m in allowed_models.split(",") if m.strip()],
             allowed_route_types=route_types or ["official", "routed"],  # type: ignore[arg-type]
+            default_route_type=default_route_type or None,  # type: ignore[arg-type]
+            expires_at=f"{expires_on}T00:00:00Z" if expires_on else None,  # type: ignore[arg-type]
+            spend_limits=limits,  # type: ignore[arg-type]
+            rpm_limit=int(rpm_limit) if rpm_limit.strip() else None,
         )
         with v.state.db.begin() as conn:
             created = keys.create_key(
@@ -79,8 +100,8 @@ def create_key(
                 currencies=v.state.ledger.currencies,
                 now_us=v.state.now_us(),
             )
-    except ValidationError:
-        return _page(request, v, error="route types must be official and/or routed", status=400)
+    except (ValidationError, ValueError) as exc:
+        return _page(request, v, error=_explain(exc), status=400)
     except TallygateError as exc:
         return _page(request, v, error=exc.message, status=exc.status)
     return _page(request, v, created=created, status=201)
