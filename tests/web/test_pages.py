@@ -89,6 +89,23 @@ class TestWallet:
         assert ">usage<" in usage and ">topup<" not in usage
         assert ">topup<" in topups and "+¥5.00" in topups
 
+    def test_the_ledger_filters_by_day(self, world: World) -> None:
+        with as_user(world) as client:
+            today = client.get("/ledger", params={"since": "2026-01-01", "until": "2026-01-01"})
+            later = client.get("/ledger", params={"since": "2026-01-02", "until": ""})
+            bad = client.get("/ledger", params={"since": "soon"})
+        assert "+$5.00" in today.text
+        assert later.status_code == 200 and "+$5.00" not in later.text
+        assert bad.status_code == 400 and "since must be a date" in bad.text
+
+    def test_low_balance_names_the_cost_of_typical_requests(self, world: World) -> None:
+        world.make.spend(world.user.id, 4_500_000_000, bucket="credit")
+        with as_user(world) as client:
+            text = client.get("/").text
+        typical = -(-(1_000 * OFFICIAL.input + 500 * OFFICIAL.output) // 1_000_000)
+        assert "Low Credit: $0.50 available" in text
+        assert f"{money(typical, 'USD')} on <code>tg-chat:official</code>" in text
+
     def test_the_ledger_downloads_as_csv_with_the_session_cookie(self, world: World) -> None:
         call(world, ROUTED_CHAT)
         with as_user(world) as client:

@@ -3,12 +3,15 @@ and — back from a checkout (``?order=``) — the post-payment state of that to
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from tallygate.errors import TallygateError
+from tallygate.catalog import marketplace
+from tallygate.errors import BadRequest, TallygateError
+from tallygate.kit.money import ceil_div
 from tallygate.ledger import BUCKETS
 from tallygate.payments import orders
 from tallygate.payments import service as payments
@@ -22,6 +25,21 @@ router = APIRouter(include_in_schema=False)
 LOW_BALANCE_NANOS = 1_000_000_000
 """Below one unit of the bucket's currency available, the wallet warns."""
 RECENT = 10
+TYPICAL_IN, TYPICAL_OUT = 1_000, 500
+"""A typical request, for the low-balance warning: 1,000 tokens in, 500 out."""
+
+
+def typical_costs(market: marketplace.Marketplace) -> dict[str, list[tuple[str, int]]]:
+    """Per bucket: (model, cost of a typical request in nano-units), cheapest first, at most 3."""
+    costs: dict[str, list[tuple[str, int]]] = {b: [] for b in BUCKETS}
+    for model in market.models:
+        for offer in model.offers:
+            if offer.prices is None or not offer.enabled:
+                continue
+            total = TYPICAL_IN * offer.prices.input_per_m_nanos
+            total += TYPICAL_OUT * offer.prices.output_per_m_nanos
+            costs[offer.bucket].append((offer.api_model_id, ceil_div(total, 1_000_000)))
+    return {b: sorted(c, key=lambda mc: mc[1])[:3] for b, c in costs.items()}
 
 
 def cause_link(cause_type: str | None, cause_id: str | None) -> str | None:
@@ -49,6 +67,16 @@ def _post_payment(request: Request, v: Viewer, order_id: str) -> Any:
         return payment_views.payment_state(conn, v.state.ledger, orders.get(conn, order_id))
 
 
+def day(text: str, field: str) -> dt.date | None:
+    """A date field of a filter form: empty means no bound."""
+    if not text.strip():
+        return None
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise BadRequest(f"{field} must be a date like 2026-01-31", param=field) from None
+
+
 @router.get("/")
 def home(
     request: Request,
@@ -64,6 +92,17 @@ def home(
         recent = {
             b: wallet.history(conn, user_id=v.user.id, bucket=b, limit=RECENT) for b in BUCKETS
         }
+        low_buckets = [b for b in w.buckets if b.available_nanos < LOW_BALANCE_NANOS]
+        typical = {}
+        if low_buckets:
+            typical = typical_costs(
+                marketplace.marketplace(
+                    conn,
+                    user_id=v.user.id,
+                    now_us=v.state.now_us(),
+                    currencies=v.state.ledger.currencies,
+                )
+            )
     return page(
         request,
         v,
@@ -73,6 +112,7 @@ def home(
         wallet=w,
         recent=recent,
         low=LOW_BALANCE_NANOS,
+        typical=typical,
         paid=paid,
         welcome=bool(welcome),
         cause_link=cause_link,
@@ -85,12 +125,24 @@ def ledger(
     v: SignedIn,
     bucket: Annotated[str, Query(pattern="^(credit|routed)$")] = "credit",
     kind: Annotated[str | None, Query(max_length=32)] = None,
+    since: Annotated[str, Query(max_length=10, description="from this day (UTC)")] = "",
+    until: Annotated[str, Query(max_length=10, description="up to and including this day")] = "",
     cursor: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
     assert v.user is not None
+    first, last = day(since, "since"), day(until, "until")
+    start = dt.datetime.combine(first, dt.time(), dt.UTC) if first else None
+    end = dt.datetime.combine(last, dt.time(), dt.UTC) + dt.timedelta(days=1) if last else None
     with v.state.db.read() as conn:
         history = wallet.history(
-            conn, user_id=v.user.id, bucket=bucket, kind=kind or None, cursor=cursor, limit=50
+            conn,
+            user_id=v.user.id,
+            bucket=bucket,
+            kind=kind or None,
+            since=start,
+            until=end,
+            cursor=cursor,
+            limit=50,
         )
     return page(
         request,
@@ -101,5 +153,7 @@ def ledger(
         history=history,
         bucket=bucket,
         kind=kind or "",
+        since=first.isoformat() if first else "",
+        until=last.isoformat() if last else "",
         cause_link=cause_link,
     )
