@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute
 from selenium import webdriver
+from selenium.webdriver.support.ui import Select
 
 from tallygate.users import repository as users_repo
 from tallygate.web.render import money
@@ -96,10 +97,17 @@ class TestNewcomer:
         assert key not in b.driver.page_source
         assert "browser key" in b.text("main")
 
-        with world.openai(key) as client:
-            raw = client.chat.completions.with_raw_response.create(model=ROUTED_CHAT, messages=HI)  # type: ignore[arg-type]
-        request_id = raw.headers["x-request-id"]
+        b.go("/playground")
+        Select(b.find("#model")).select_by_value(ROUTED_CHAT)
+        b.fill("#api_key", key)
+        b.fill("#message", "hello from the browser test")
+        b.submit("form[action='/playground'] button[type=submit]")
+        assert b.text("[data-testid=answer]")
+        link = b.find("#pr-h a").get_attribute("href") or ""
+        request_id = link.rsplit("/", 1)[1]
         charge = int(world.receipt(request_id)["charge_nanos"])
+        assert b.text("[data-testid=playground-charge]") == money(charge, "CNY")
+        b.screenshot("playground")
 
         b.go("/receipts")
         assert request_id in b.text("main")
@@ -141,7 +149,15 @@ class TestEveryPage:
         routes = page_routes(world)
         console = [p for p in routes if p.startswith("/operator")]
         user_pages = [p for p in routes if p not in console]
-        assert {"/", "/keys", "/receipts", "/marketplace", "/topup", "/redeem"} <= set(routes)
+        assert {
+            "/",
+            "/keys",
+            "/receipts",
+            "/marketplace",
+            "/topup",
+            "/redeem",
+            "/playground",
+        } <= set(routes)
 
         sign_in(browser, world.user.email)
         self._visit(browser, world, user_pages, "user", request_id=request_id)

@@ -11,7 +11,17 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from tallygate.web import account, keys, market, operator, receipts, redeem, topup, wallet
+from tallygate.web import (
+    account,
+    keys,
+    market,
+    operator,
+    playground,
+    receipts,
+    redeem,
+    topup,
+    wallet,
+)
 from tallygate.web.auth import LoginRequired, login_redirect
 from tallygate.web.security import LoginLimiter
 
@@ -28,5 +38,5 @@ def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(LoginRequired, login_redirect)
     app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
-    for module in (account, wallet, topup, redeem, keys, receipts, market, operator):
+    for module in (account, wallet, topup, redeem, keys, receipts, market, playground, operator):
         app.include_router(module.router)
