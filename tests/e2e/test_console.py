@@ -16,7 +16,7 @@ from tallygate.users import repository as users_repo
 from tallygate.web.render import money
 from tests.fixtures.browser import Browser
 from tests.fixtures.factories import PASSWORD
-from tests.fixtures.gateway import ROUTED_CHAT, World
+from tests.fixtures.gateway import ROUTED_CHAT, World, WorldFactory
 
 HI = [{"role": "user", "content": "hello from the browser test"}]
 
@@ -124,6 +124,32 @@ class TestNewcomer:
         b.screenshot("wallet-after-request")
         assert b.console_errors == []
         assert b.failed == []
+
+
+class TestTopUp:
+    def test_sandbox_top_up_lands_on_the_post_payment_state(
+        self, chromium: webdriver.Chrome, make_world: WorldFactory
+    ) -> None:
+        world = make_world(payments_sandbox=True)
+        b = Browser(chromium, world.base_url)
+        sign_in(b, world.user.email)
+        b.go("/topup?bucket=routed")
+        b.find("button[data-value='10']").click()
+        b.find("input[name=provider][value=sandbox]").click()
+        b.submit("form[action='/topup'] button[type=submit]")
+        assert "/sandbox/checkout/" in b.driver.current_url
+        order = b.driver.current_url.rsplit("/", 1)[1]
+        b.submit("button[value=pay]")
+        b.go(f"/?order={order}")
+        post = b.text("#post-payment")
+        assert "¥10.00 arrived in your Routed balance" in post
+        assert "ready to use" in post
+        b.screenshot("post-payment")
+        b.find("#post-payment a[href^='/ledger']").click()
+        b.collect()
+        entry = b.driver.current_url.rsplit("#entry-", 1)[1]
+        assert "+¥10.00" in b.text(f"#entry-{entry}")
+        assert b.console_errors == [] and b.failed == [] and b.outside_requests() == []
 
 
 class TestEveryPage:
