@@ -132,6 +132,7 @@ class TestTopUp:
     ) -> None:
         world = make_world(payments_sandbox=True)
         b = Browser(chromium, world.base_url)
+        # (its own world: a second one beside the ``browser`` fixture's is not needed here)
         sign_in(b, world.user.email)
         b.go("/topup?bucket=routed")
         b.find("button[data-value='10']").click()
@@ -172,6 +173,14 @@ class TestEveryPage:
             raw = client.chat.completions.with_raw_response.create(model=ROUTED_CHAT, messages=HI)  # type: ignore[arg-type]
         request_id = raw.headers["x-request-id"]
         world.receipt(request_id)
+        with world.as_user() as api:
+            made = api.post(
+                "/api/payments/orders",
+                json={"bucket": "routed", "amount": "10", "provider": "sandbox"},
+            )
+            assert made.status_code == 201, made.text
+            order_id = made.json()["id"]
+            api.post(f"/sandbox/checkout/{order_id}/pay")
         routes = page_routes(world)
         console = [p for p in routes if p.startswith("/operator")]
         user_pages = [p for p in routes if p not in console]
@@ -186,7 +195,7 @@ class TestEveryPage:
         } <= set(routes)
 
         sign_in(browser, world.user.email)
-        self._visit(browser, world, user_pages, "user", request_id=request_id)
+        self._visit(browser, world, user_pages, "user", request_id=request_id, order_id=order_id)
         browser.go("/operator")
         assert "operators only" in browser.text("body")
         browser.collect()
@@ -197,5 +206,5 @@ class TestEveryPage:
         browser.driver.delete_all_cookies()
         sign_in(browser, world.operator.email)
         # the operator's own pages, minus a receipt (an operator has none of their own)
-        mine = [p for p in routes if "{request_id}" not in p]
+        mine = [p for p in routes if "{request_id}" not in p and "{order_id}" not in p]
         self._visit(browser, world, mine, "operator", user_id=str(world.user.id))

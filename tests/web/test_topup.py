@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from tallygate.web.render import money
 from tests.fixtures.gateway import START_BALANCE, World, WorldFactory
 from tests.web.helpers import csrf_of, session_client
 
@@ -72,3 +73,41 @@ class TestTopUp:
         with session_client(world.base_url, world.make.session_token(world.user)) as client:
             text = client.get("/topup").text
         assert "No payment provider is enabled" in text
+
+
+class TestOrders:
+    def test_an_order_page_shows_how_much_of_its_credit_requests_used(
+        self, make_world: WorldFactory
+    ) -> None:
+        world: World = make_world(payments_sandbox=True)
+        newcomer = world.new_user()
+        _, key = world.new_key(newcomer, label="fresh")
+        with session_client(world.base_url, world.make.session_token(newcomer)) as client:
+            order = order_id_of(start(client, bucket="routed", amount="10", provider="sandbox"))
+            pending = client.get(f"/orders/{order}").text
+            client.post(f"/sandbox/checkout/{order}/pay")
+            with world.openai(key) as sdk:
+                raw = sdk.chat.completions.with_raw_response.create(
+                    model="tg-chat:routed", messages=[{"role": "user", "content": "hi"}]
+                )
+            request_id = raw.headers["x-request-id"]
+            charge = int(world.receipt(request_id)["charge_nanos"])
+            text = client.get(f"/orders/{order}").text
+            listing = client.get("/orders").text
+        assert "Continue to payment" in pending
+        assert "Status: paid" in text
+        assert "Credited <strong>¥10.00</strong> to your <strong>Routed balance</strong>" in text
+        used = money(charge, "CNY")
+        assert f'data-testid="used"><strong>{used}</strong> of ¥10.00 used' in text
+        assert f'href="/receipts/{request_id}"' in text
+        assert "Continue to payment" not in text
+        assert order in listing and "¥10.00" in listing
+
+    def test_another_users_order_page_is_not_found(self, make_world: WorldFactory) -> None:
+        world: World = make_world(payments_sandbox=True)
+        with session_client(world.base_url, world.make.session_token(world.user)) as client:
+            order = order_id_of(start(client, bucket="routed", amount="10", provider="sandbox"))
+        mallory = world.new_user()
+        with session_client(world.base_url, world.make.session_token(mallory)) as client:
+            assert client.get(f"/orders/{order}").status_code == 404
+            assert order not in client.get("/orders").text

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from tallygate.errors import TallygateError
-from tallygate.payments import orders
+from tallygate.payments import orders, views
+from tallygate.payments import repository as repo
 from tallygate.payments import service as payments
 from tallygate.payments.registry import Payments
 from tallygate.payments.schemas import OrderCreate
@@ -95,3 +96,26 @@ def start_topup(
         return _form(request, v, error=exc.message, status=exc.status, bucket=bucket, amount=amount)
     target = order["checkout_url"] or f"/?order={order['public_id']}"
     return RedirectResponse(str(target), status_code=303)
+
+
+@router.get("/orders")
+def my_orders(request: Request, v: SignedIn) -> Response:
+    assert v.user is not None
+    with v.state.db.read() as conn:
+        rows = repo.list_orders(conn, user_id=v.user.id, status=None, before_id=None, limit=100)
+        items = [views.order_out(conn, r, now_us=v.state.now_us()) for r in rows]
+    return page(request, v, "orders.html", title="Top-ups", nav="wallet", orders=items)
+
+
+@router.get("/orders/{order_id}")
+def my_order(
+    request: Request, v: SignedIn, order_id: Annotated[str, Path(min_length=5, max_length=40)]
+) -> Response:
+    """One order: its state and what to do next, what it credited, and how much of that credit
+    requests have used (with their receipts)."""
+    assert v.user is not None
+    with v.state.db.read() as conn:
+        order = views.order_out(
+            conn, orders.get(conn, order_id, user_id=v.user.id), now_us=v.state.now_us()
+        )
+    return page(request, v, "order.html", title=f"Top-up {order.id}", nav="wallet", o=order)
