@@ -132,7 +132,6 @@ class TestTopUp:
     ) -> None:
         world = make_world(payments_sandbox=True)
         b = Browser(chromium, world.base_url)
-        # (its own world: a second one beside the ``browser`` fixture's is not needed here)
         sign_in(b, world.user.email)
         b.go("/topup?bucket=routed")
         b.find("button[data-value='10']").click()
