@@ -319,6 +319,16 @@ def main() -> None:
                         check(url),
                     )
                 )
+                pr = median_of(args.repeat, processes, url, n * 8, 8, 32)
+                results.append(
+                    Result(
+                        "hold+settle via async executor",
+                        backend,
+                        "8 processes × 32",
+                        *pr,
+                        check(url),
+                    )
+                )
             drop_db(url)
     lines = render(results, notes, args.repeat)
     print("\n".join(lines))
