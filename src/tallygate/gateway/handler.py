@@ -8,8 +8,8 @@ Every request with a known key leaves a receipt, refused and failed ones too."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -34,6 +34,8 @@ from tallygate.ledger.errors import (
     KeyNotUsable,
     KeySpendLimit,
 )
+
+logger = logging.getLogger(__name__)
 
 ROUTE_TYPES = ("official", "routed")
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524})
@@ -369,9 +371,7 @@ async def _refuse(call: Call, send: Send, refusal: Refusal) -> None:
         try:
             await call.rt.executor.call(billing.reject, receipt=receipt)
         except Exception:  # noqa: BLE001 - the refusal still reaches the client
-            import logging
-
-            logging.getLogger(__name__).exception("could not record a rejected request")
+            logger.exception("could not record a rejected request")
     headers = [(b"x-request-id", call.request_id.encode())] + call.headers + refusal.headers
     await http.send_error(
         send, refusal.status, refusal.message, refusal.code, refusal.param, headers
@@ -416,6 +416,3 @@ def upstream_timeout(channel: Channel) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(
         total=None, sock_connect=min(10, channel.timeout_seconds), sock_read=channel.timeout_seconds
     )
-
-
-__all__ = ["Call", "Refusal", "asyncio", "handle"]

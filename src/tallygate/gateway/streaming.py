@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -40,8 +40,6 @@ class Pump:
     first_token_at: float | None = None
     ended: str = NORMAL
     error: str = ""
-    pending_event: bytes | None = None
-    extra: list[bytes] = field(default_factory=list)
 
 
 async def _watch_disconnect(receive: Receive) -> None:
