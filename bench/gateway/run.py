@@ -1009,11 +1009,14 @@ def write_section(lines: list[str]) -> None:
     )
     start = text.find("\n## Gateway\n")
     start = 0 if text.startswith("## Gateway\n") else (start + 1 if start >= 0 else -1)
-    if start >= 0:
+    section = "\n".join(lines).rstrip() + "\n"
+    if start >= 0:  # replaced where it stands: the other sections keep their order
         end = text.find("\n## ", start + 5)
-        text = text[:start] + text[end + 1 :] if end >= 0 else text[:start]
+        text = text[:start] + section + ("\n" + text[end + 1 :] if end >= 0 else "")
+    else:
+        text = text.rstrip() + "\n\n" + section
     path.parent.mkdir(exist_ok=True)
-    path.write_text(text.rstrip() + "\n\n" + "\n".join(lines).rstrip() + "\n")
+    path.write_text(text)
 
 
 # ---- main ------------------------------------------------------------------------------------

@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     """…that are also at least this share of the window's attempts."""
     circuit_cool_down_seconds: float = 30.0
     config_refresh_seconds: float = 1.0
+    redis_url: str = ""
+    """``redis://host:port/db``: share per-key rate limits and route health (circuit breakers)
+    between gateway processes. Unset: each process keeps its own (the embedded default)."""
+    redis_prefix: str = "tallygate:"
+    """Prefix of every Redis key this deployment uses (several deployments, or tests, can
+    share one Redis)."""
+    redis_retry_seconds: float = 5.0
+    """After Redis failed, use local state this long before trying Redis again."""
     """How often a gateway process checks for configuration changes (keys, prices, channels)."""
 
     demo_upstream: bool = False
@@ -111,6 +119,9 @@ class Settings(BaseSettings):
 
     bank_instructions: str = ""
     """Shown to users choosing a manual bank transfer (account, beneficiary …)."""
+    bank_second_review_above: str = ""
+    """Four eyes: a bank transfer crediting more than this (bucket units, e.g. ``"1000"``)
+    needs a second approval by a different operator; empty: one approval suffices."""
 
     fault: str = ""
     """Test-only fault hook, e.g. ``after_postings_before_commit`` (see ledger.faults)."""

@@ -23,3 +23,26 @@ def _reconciled(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     for built in factory.built if factory else []:
         built.assert_reconciled()
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own (parallel tests share one Redis), its keys deleted
+    afterwards."""
+    import secrets
+
+    import redis
+
+    prefix = f"tg-test:{secrets.token_hex(6)}:"
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+        yield prefix
+        stale = list(client.scan_iter(match=prefix + "*", count=500))
+        if stale:
+            client.delete(*stale)
+    finally:
+        client.close()

@@ -106,7 +106,7 @@ class Gateway:
         return httpx.Client(base_url=self.url, **kwargs)
 
 
-def gateway_env(database_url: str) -> dict[str, str]:
+def gateway_env(database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYGATE_")}
     env.update(
         TALLYGATE_DATABASE_URL=database_url,
@@ -117,10 +117,13 @@ def gateway_env(database_url: str) -> dict[str, str]:
         TALLYGATE_CREDIT_CURRENCY=CURRENCIES["credit"],
         TALLYGATE_ROUTED_CURRENCY=CURRENCIES["routed"],
     )
+    env.update(extra or {})
     return env
 
 
-def spawn_gateway(name: str, database_url: str, log_dir: Path) -> Gateway:
+def spawn_gateway(
+    name: str, database_url: str, log_dir: Path, extra_env: dict[str, str] | None = None
+) -> Gateway:
     port = free_port()
     log_path = log_dir / f"gateway-{name}.log"
     with log_path.open("wb") as log:
@@ -136,7 +139,7 @@ def spawn_gateway(name: str, database_url: str, log_dir: Path) -> Gateway:
                 "--port",
                 str(port),
             ],
-            env=gateway_env(database_url),
+            env=gateway_env(database_url, extra_env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -245,8 +248,11 @@ class Cluster:
                 memo="sandbox top-up",
             )
 
-    def key(self, user_id: int, *, routed_total_limit: int | None = None) -> tuple[int, str]:
-        """A new key (routed by default); its id and the full key, shown once."""
+    def key(
+        self, user_id: int, *, routed_total_limit: int | None = None, **fields: Any
+    ) -> tuple[int, str]:
+        """A new key (routed by default); its id and the full key, shown once. Other
+        ``KeyCreate`` fields (``rpm_limit``, ``tpm_limit`` …) pass through."""
         limits = {}
         if routed_total_limit is not None:
             limits["routed"] = SpendLimitIn(total=_decimal(routed_total_limit))
@@ -255,6 +261,7 @@ class Cluster:
             project="multiprocess",
             default_route_type="routed",
             spend_limits=limits,  # type: ignore[arg-type]
+            **fields,
         )
         with self.db.begin() as conn:
             created = keys.create_key(
@@ -368,8 +375,9 @@ def seed_catalog(db: Database, ledger: Ledger, upstream: UpstreamServer) -> int:
 
 
 @contextmanager
-def cluster(log_dir: Path) -> Iterator[Cluster]:
-    """A fresh PostgreSQL database, the test upstream and two gateway processes on them."""
+def cluster(log_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """A fresh PostgreSQL database, the test upstream and two gateway processes on them
+    (``extra_env``: more ``TALLYGATE_*`` settings for both processes)."""
     databases.ensure_postgres()
     with ExitStack() as stack:
         url = databases.create_pg_database("tg_mp")
@@ -381,9 +389,9 @@ def cluster(log_dir: Path) -> Iterator[Cluster]:
         upstream = stack.enter_context(UpstreamServer())
         channel_id = seed_catalog(db, ledger, upstream)
         spawned = time.monotonic()
-        a = spawn_gateway("A", url, log_dir)
+        a = spawn_gateway("A", url, log_dir, extra_env)
         stack.callback(stop_gateway, a)
-        b = spawn_gateway("B", url, log_dir)
+        b = spawn_gateway("B", url, log_dir, extra_env)
         stack.callback(stop_gateway, b)
         wait_healthy([a, b])
         yield Cluster(url, db, ledger, upstream, a, b, channel_id, spawned)

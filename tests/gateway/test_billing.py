@@ -10,6 +10,10 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import openai
+import pytest
+
+from tallygate.gateway import proxy
 from tests.fixtures.gateway import (
     CHAT,
     OFFICIAL,
@@ -199,3 +203,24 @@ class TestReceiptsAPI:
 
 def truth_pair(truth: Any) -> tuple[int, int]:
     return int(truth.prompt_tokens), int(truth.completion_tokens)
+
+
+class TestInternalFailure:
+    def test_an_error_inside_the_gateway_after_the_hold_releases_it(
+        self, world: World, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def broken(*_args: Any, **_kwargs: Any) -> bytes:
+            raise RuntimeError("a bug between the hold and the upstream call")
+
+        monkeypatch.setattr(proxy, "upstream_body", broken)
+        with world.openai() as client, pytest.raises(openai.InternalServerError) as failed:
+            client.chat.completions.create(model=OFFICIAL_CHAT, messages=MESSAGES, max_tokens=5)
+        assert failed.value.code == "internal_error"
+        assert "nothing was charged" in failed.value.message
+        assert "a bug" not in failed.value.response.text  # nothing internal leaks
+        receipt = world.receipt(failed.value.response.headers["x-request-id"])
+        assert receipt["status"] == "failed" and receipt["http_status"] == 500
+        assert receipt["hold_nanos"] > 0 and receipt["charge_nanos"] == 0
+        assert receipt["entry_id"] is None
+        assert world.balance() == START_BALANCE and world.held() == 0
+        assert len(world.primary.requests) == 0

@@ -7,8 +7,17 @@ import json
 
 import openai
 import pytest
+from sqlalchemy import text
 
-from tests.fixtures.gateway import CHAT, OFFICIAL, OFFICIAL_CHAT, World, expected_charge
+from tests.fixtures.gateway import (
+    CHAT,
+    OFFICIAL,
+    OFFICIAL_CHAT,
+    ROUTED_CHAT,
+    START_BALANCE,
+    World,
+    expected_charge,
+)
 
 
 class TestPreviousResponseId:
@@ -56,10 +65,43 @@ class TestPreviousResponseId:
         assert failed.value.status_code == 502
         assert len(world.backup.requests) == 0
 
-    def test_an_unknown_previous_response_is_a_400(self, world: World) -> None:
+    def test_an_unknown_previous_response_is_refused_before_any_hold(self, world: World) -> None:
         with world.openai() as client, pytest.raises(openai.BadRequestError) as refused:
             client.responses.create(
                 model=OFFICIAL_CHAT, input="?", previous_response_id="resp_unknown"
             )
+        assert refused.value.status_code == 400
         assert refused.value.code == "previous_response_not_found"
+        assert refused.value.param == "previous_response_id"  # type: ignore[attr-defined]
+        assert "resp_unknown" in refused.value.message
         assert len(world.primary.requests) == len(world.backup.requests) == 0
+        request_id = refused.value.response.headers["x-request-id"]
+        receipt = world.receipt(request_id)
+        assert receipt["status"] == "rejected" and receipt["http_status"] == 400
+        assert receipt["failure_class"] == "rejected"
+        assert receipt["charge_policy"] == "rejected:no_charge"
+        assert receipt["error_code"] == "previous_response_not_found"
+        assert receipt["hold_nanos"] == 0 and receipt["charge_nanos"] == 0
+        assert receipt["entry_id"] is None and world.entries_for(request_id) == []
+        with world.db.read() as conn:
+            holds = conn.execute(
+                text("SELECT COUNT(*) FROM holds WHERE hold_key = :k"), {"k": request_id}
+            ).scalar_one()
+        assert holds == 0  # refused before any hold
+        assert world.balance() == START_BALANCE and world.held() == 0
+
+    def test_a_response_from_another_route_type_is_unknown_on_this_one(self, world: World) -> None:
+        with world.openai() as client:
+            first = client.responses.create(model=OFFICIAL_CHAT, input="Remember 9")
+            spent = START_BALANCE - world.balance()
+            with pytest.raises(openai.BadRequestError) as refused:
+                client.responses.create(
+                    model=ROUTED_CHAT, input="Which?", previous_response_id=first.id
+                )
+        assert refused.value.code == "previous_response_not_found"
+        assert len(world.primary.requests) + len(world.backup.requests) == 1
+        receipt = world.receipt(refused.value.response.headers["x-request-id"])
+        assert receipt["status"] == "rejected" and receipt["charge_nanos"] == 0
+        assert world.balance() == START_BALANCE - spent
+        assert world.balance(bucket="routed") == START_BALANCE
+        assert world.held() == 0 and world.held(bucket="routed") == 0

@@ -63,6 +63,22 @@ _INSERT = (
 )
 
 
+_SETTLED = ("entry_id", "charge_nanos", "overrun_nanos", "balance_after_nanos")
+_OWN = [name for name in _COLUMNS if name not in _SETTLED]
+_CAST = {f.name: "bigint" if "int" in str(f.type) else "text" for f in fields(Receipt)}
+_FROM_SETTLEMENT = (
+    f"INSERT INTO receipts ({', '.join(_OWN)}, {', '.join(_SETTLED)}) "
+    f"SELECT {', '.join(f'?::{_CAST[name]}' for name in _OWN)}, "
+    "s.o_entry, s.charged, s.overrun, s.balance_after FROM s WHERE s.outcome = 'ok'"
+)
+
+
+def from_settlement(receipt: Receipt) -> tuple[str, tuple[Any, ...]]:
+    """The receipt's INSERT over the PostgreSQL settlement row ``s`` (``Ledger.settle_hold``'s
+    ``then``): its charge, overrun, balance after and entry come from the settlement itself."""
+    return _FROM_SETTLEMENT, tuple(getattr(receipt, name) for name in _OWN)
+
+
 def insert(tx: Tx, receipt: Receipt) -> None:
     tx.run(_INSERT, tuple(getattr(receipt, name) for name in _COLUMNS))
 

@@ -111,6 +111,7 @@ def finish(
     """Settle ``charge`` (None: release the hold) and write the receipt, atomically."""
     entry_id = None
     charged = overrun = 0
+    recorded = False
     balance_after: int | None
     if charge is None:
         ledger.release_hold(tx, hold_key=receipt.request_id)
@@ -123,14 +124,18 @@ def finish(
             cause_type="request",
             cause_id=receipt.request_id,
             memo=receipt.model,
+            # PostgreSQL: the receipt is written by the settlement's own statement.
+            then=receipts.from_settlement(receipt) if tx.postgres else None,
         )
         entry_id, charged, overrun = settled.entry_id, settled.charged_nanos, settled.overrun_nanos
         balance_after = settled.balance_after_nanos
+        recorded = settled.recorded
     receipt.entry_id = entry_id
     receipt.charge_nanos = charged
     receipt.overrun_nanos = overrun
     receipt.balance_after_nanos = balance_after
-    receipts.insert(tx, receipt)
+    if not recorded:
+        receipts.insert(tx, receipt)
     done = Finished(charged, overrun, balance_after, entry_id, None)
     if render is not None:
         done = Finished(charged, overrun, balance_after, entry_id, render(done))

@@ -52,6 +52,7 @@ from typing import Any
 import orjson
 
 from tallygate.demo import tokens
+from tallygate.research.demo_reply import reply as research_reply
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -333,7 +334,13 @@ class DemoUpstream:
         cap = _cap(payload, "max_completion_tokens", "max_tokens")
         if isinstance(cap, JsonReply):
             return cap
-        pieces, finish = self._tokens(tokens.last_user_text(messages), cap, ignore_max_tokens)
+        research = research_reply(messages)
+        if research is None:
+            pieces, finish = self._tokens(tokens.last_user_text(messages), cap, ignore_max_tokens)
+        else:  # a research assistant step: cite the facts it was given (docs/research.md)
+            pieces, finish = tuple(tokens.split(research)), "stop"
+            if cap is not None and len(pieces) > cap and not ignore_max_tokens:
+                pieces, finish = pieces[:cap], "length"
         usage = Usage(tokens.chat_prompt_tokens(messages), len(pieces))
         rid = _new_id("chatcmpl-")
         created = int(time.time())

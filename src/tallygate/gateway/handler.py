@@ -66,6 +66,7 @@ class Call:
     request_id: str
     started: float
     key: KeyInfo | None = None
+    raw: bytes = b""
     body: dict[str, Any] = field(default_factory=dict)
     model: ModelInfo | None = None
     offer: Offer | None = None
@@ -83,6 +84,10 @@ class Call:
     primary: str = ""
     channel: Channel | None = None
     upstream_model: str = ""
+    settled: bool = False
+    """The hold was settled or released (and the receipt written)."""
+    owner_channel: int | None = None
+    """Responses API: the channel that created ``previous_response_id`` (only it knows it)."""
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     def receipt(self, status: str, http_status: int, **values: Any) -> Receipt:
@@ -180,7 +185,7 @@ async def _serve(call: Call, scope: Scope, receive: Receive, send: Send) -> None
         raise Refusal(400, "request body is not valid JSON", "invalid_json") from None
     if not isinstance(body, dict):
         raise Refusal(400, "request body must be a JSON object", "invalid_json")
-    call.body = body
+    call.raw, call.body = raw, body
     _resolve_model(call)
     problem = call.endpoint.validate(body)
     if problem:
@@ -193,14 +198,21 @@ async def _serve(call: Call, scope: Scope, receive: Receive, send: Send) -> None
         call.request_hash = hashlib.sha256(raw).hexdigest()
     call.prompt_estimate = call.endpoint.prompt_tokens(body)
     requested = _requested_output(call)
-    _rate_limit(call, requested)
+    if call.endpoint.name == "responses" and "previous_response_id" in body:
+        await _previous_response_owner(call)
+    await _rate_limit(call, requested)
     replay = await _hold(call, requested)
     if replay is not None:
         await _answer_replay(call, send, replay)
         return
     from tallygate.gateway import proxy
 
-    await proxy.forward(call, scope, receive, send)
+    try:
+        await proxy.forward(call, scope, receive, send)
+    except http.ClientGone:
+        raise
+    except Exception:
+        await proxy.fail_inside(call, send)
 
 
 def _resolve_model(call: Call) -> None:
@@ -243,6 +255,33 @@ def _resolve_model(call: Call) -> None:
     call.offer = offer
 
 
+async def _previous_response_owner(call: Call) -> None:
+    """Only the channel that created the previous response knows it, so the request must go
+    there or nowhere: refused before any hold when no usable channel of this route owns it."""
+    previous = call.body.get("previous_response_id")
+    if previous is None:
+        return
+    if not isinstance(previous, str) or not previous:
+        raise Refusal(
+            400,
+            "'previous_response_id' must be a non-empty string",
+            "invalid_request",
+            "previous_response_id",
+        )
+    assert call.model is not None
+    owner = await call.rt.response_owner(previous)
+    serving = call.rt.snapshot.channels_for(call.model.name, call.route_type)
+    if owner is None or not any(c.id == owner for c in serving):
+        raise Refusal(
+            400,
+            f"previous_response_id '{previous}' is unknown here or its channel no longer "
+            f"serves '{call.api_model_id}'",
+            "previous_response_not_found",
+            "previous_response_id",
+        )
+    call.owner_channel = owner
+
+
 def _requested_output(call: Call) -> int | None:
     for name in call.endpoint.max_fields:
         value = call.body.get(name)
@@ -254,11 +293,13 @@ def _requested_output(call: Call) -> int | None:
     return None
 
 
-def _rate_limit(call: Call, requested: int | None) -> None:
+async def _rate_limit(call: Call, requested: int | None) -> None:
     key, model = call.key, call.model
     assert key is not None and model is not None
     expected = call.prompt_estimate + (requested or 0)
-    verdict = call.rt.limiter.check(key.id, key.rpm_limit, key.tpm_limit, expected)
+    verdict = await call.rt.limiter.check(
+        key.id, key.rpm_limit, key.tpm_limit, expected, call.request_id
+    )
     call.headers.extend(verdict.headers)
     if not verdict.allowed:
         raise Refusal(

@@ -4,6 +4,8 @@ non-streaming answer. Streams continue in ``streaming``."""
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import re
 import time
 from typing import Any
@@ -26,29 +28,58 @@ from tallygate.gateway.handler import (
 from tallygate.gateway.http import Receive, Scope, Send
 from tallygate.gateway.snapshot import Channel
 from tallygate.routing.select import order
+from tallygate.upstream.lean import (
+    LeanClient,
+    LeanResponse,
+    UpstreamConnectError,
+    UpstreamCutOff,
+    UpstreamDisconnected,
+)
+
+UpstreamResponse = aiohttp.ClientResponse | LeanResponse
+
+logger = logging.getLogger(__name__)
 
 UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+LARGE_BODY = 1 << 20
+"""Bodies above this (image inputs) are streamed to the upstream in chunks (aiohttp's advice:
+one large write of raw bytes can hold up the event loop)."""
 _URL = re.compile(r"(?:https?|wss?)://\S+")
 
 
 def upstream_body(call: Call, channel: Channel) -> bytes:
-    body = dict(call.body)
+    """The request for this channel: the client's own bytes when nothing needs changing (the
+    upstream model id is the one asked for, the output cap is the client's, a stream already
+    asks for its usage), else the body re-serialised with the channel's model id, the cap the
+    hold covers, and ``stream_options.include_usage``."""
     assert call.model is not None
-    body["model"] = channel.models[call.model.name]
+    upstream_model = channel.models[call.model.name]
     endpoint = call.endpoint
-    if endpoint.has_output and (
-        call.cap_sent is not None or not any(name in body for name in endpoint.max_fields)
+    original = call.body
+    recap = endpoint.has_output and (
+        call.cap_sent is not None or not any(name in original for name in endpoint.max_fields)
+    )
+    wants_usage = call.streamed and endpoint.name in ("chat", "completions")
+    if (
+        upstream_model == original.get("model")
+        and not recap
+        and (not wants_usage or call.include_usage)
+        and call.raw
     ):
+        return call.raw
+    body = dict(original)
+    body["model"] = upstream_model
+    if recap:
         present = [name for name in endpoint.max_fields if name in body]
         body[present[0] if present else endpoint.upstream_max_field] = call.max_output
-    if call.streamed and endpoint.name in ("chat", "completions"):
+    if wants_usage:
         options = dict(body.get("stream_options") or {})
         options["include_usage"] = True
         body["stream_options"] = options
     return orjson.dumps(body)
 
 
-def _attempt(
+async def _attempt(
     call: Call, channel: Channel, started: float, status: int | None, error: str = ""
 ) -> None:
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -56,7 +87,7 @@ def _attempt(
         {"channel": channel.label, "status": status, "latency_ms": latency_ms, "error": error}
     )
     assert call.model is not None
-    call.rt.health.record(channel.id, call.model.name, not error, latency_ms, error)
+    await call.rt.health.record(channel.id, call.model.name, not error, latency_ms, error)
 
 
 def _upstream_message(raw: bytes, status: int) -> str:
@@ -74,22 +105,12 @@ async def forward(call: Call, scope: Scope, receive: Receive, send: Send) -> Non
     rt, model = call.rt, call.model
     assert model is not None
     ordered = order(rt.snapshot.channels_for(model.name, call.route_type), rt.rng)
-    previous = call.body.get("previous_response_id") if call.endpoint.name == "responses" else None
-    if isinstance(previous, str) and previous:
-        # Only the channel that created the previous response knows it: no fallback elsewhere.
-        owner = await rt.response_owner(previous)
-        ordered = [c for c in ordered if c.id == owner]
-        if not ordered:
-            await fail(
-                call,
-                send,
-                400,
-                f"previous_response_id '{previous}' is unknown here or "
-                "its channel is no longer available",
-                "previous_response_not_found",
-            )
-            return
-    channels = [c for c in ordered if rt.health.available(c.id, model.name)]
+    if call.owner_channel is not None:
+        # Only the channel that created the previous response knows it: no fallback elsewhere
+        # (the handler refused the request before its hold when no such channel serves it).
+        ordered = [c for c in ordered if c.id == call.owner_channel]
+    usable = await rt.health.available([c.id for c in ordered], model.name)
+    channels = [c for c, ok in zip(ordered, usable, strict=True) if ok]
     if not channels:
         reason = "every channel's circuit is open" if ordered else "no channel serves it"
         await fail(
@@ -109,19 +130,30 @@ async def forward(call: Call, scope: Scope, receive: Receive, send: Send) -> Non
         headers = {"content-type": "application/json"}
         if channel.secret:
             headers["authorization"] = f"Bearer {channel.secret}"
+        body = upstream_body(call, channel)
+        resp: UpstreamResponse
         try:
-            resp = await rt.session.post(
-                channel.base_url + suffix,
-                data=upstream_body(call, channel),
-                headers=headers,
-                timeout=upstream_timeout(channel),
-            )
+            if LeanClient.handles(channel.base_url):
+                resp = await rt.lean.post(
+                    channel.base_url + suffix,
+                    body,
+                    authorization=headers.get("authorization"),
+                    connect_timeout=min(10, channel.timeout_seconds),
+                    read_timeout=channel.timeout_seconds,
+                )
+            else:
+                resp = await rt.session.post(
+                    channel.base_url + suffix,
+                    data=body if len(body) <= LARGE_BODY else io.BytesIO(body),
+                    headers=headers,
+                    timeout=upstream_timeout(channel),
+                )
         except UPSTREAM_ERRORS as exc:
-            _attempt(call, channel, started, None, _describe(exc))
+            await _attempt(call, channel, started, None, _describe(exc))
             continue
         if resp.status in RETRYABLE_STATUS or resp.status >= 500:
             raw = await _read_quietly(resp)
-            _attempt(call, channel, started, resp.status, _upstream_message(raw, resp.status))
+            await _attempt(call, channel, started, resp.status, _upstream_message(raw, resp.status))
             continue
         if resp.status >= 400:  # the request itself is wrong: no other channel will take it
             raw = await _read_quietly(resp)
@@ -146,7 +178,9 @@ async def forward(call: Call, scope: Scope, receive: Receive, send: Send) -> Non
         call.channel = channel
         call.upstream_model = channel.models[model.name]
         if call.streamed:
-            rt.health.record(channel.id, model.name, True, (time.perf_counter() - started) * 1000)
+            await rt.health.record(
+                channel.id, model.name, True, (time.perf_counter() - started) * 1000
+            )
             call.attempts.append(
                 {
                     "channel": channel.label,
@@ -165,9 +199,11 @@ async def forward(call: Call, scope: Scope, receive: Receive, send: Send) -> Non
         except (*UPSTREAM_ERRORS, ValueError) as exc:
             resp.release()
             call.channel = None
-            _attempt(call, channel, started, resp.status, f"unreadable answer: {_describe(exc)}")
+            await _attempt(
+                call, channel, started, resp.status, f"unreadable answer: {_describe(exc)}"
+            )
             continue
-        _attempt(call, channel, started, resp.status)
+        await _attempt(call, channel, started, resp.status)
         await _answer(call, send, data)
         return
     call.channel = None
@@ -186,16 +222,18 @@ def _describe(exc: BaseException) -> str:
     """A short, user-safe description: never the upstream's address or a secret."""
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, aiohttp.ClientConnectorError | UpstreamConnectError):
         return "could not connect to the upstream"
-    if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
+    if isinstance(
+        exc, aiohttp.ServerDisconnectedError | ConnectionResetError | UpstreamDisconnected
+    ):
         return "the upstream closed the connection"
-    if isinstance(exc, aiohttp.ClientPayloadError):
+    if isinstance(exc, aiohttp.ClientPayloadError | UpstreamCutOff):
         return "the upstream's answer was cut off"
     return f"upstream error ({type(exc).__name__})"
 
 
-async def _read_quietly(resp: aiohttp.ClientResponse) -> bytes:
+async def _read_quietly(resp: UpstreamResponse) -> bytes:
     try:
         return await resp.content.read(64 * 1024)
     except UPSTREAM_ERRORS:
@@ -251,6 +289,7 @@ async def _answer(call: Call, send: Send, data: dict[str, Any]) -> None:
         render=render,
         idem_key=call.idem_key,
     )
+    call.settled = True
     assert done.body is not None
     await http.send_bytes(send, 200, done.body, cost_headers(call, done))
 
@@ -271,6 +310,25 @@ def _usage_block(call: Call, usage: Usage) -> dict[str, Any]:
     }
 
 
+async def fail_inside(call: Call, send: Send) -> None:
+    """A bug or an unexpected error inside the gateway after the hold was placed: give the
+    hold back (nothing charged), record the failed request and answer 500 — unless the request
+    was already settled (then there is nothing to undo)."""
+    logger.exception("gateway: request %s failed inside the gateway", call.request_id)
+    if call.settled:
+        return
+    try:
+        await fail(
+            call,
+            send,
+            500,
+            "the gateway failed while serving this request; nothing was charged",
+            "internal_error",
+        )
+    except Exception:  # noqa: BLE001 - the sweeper expires the hold if even this fails
+        logger.exception("gateway: could not release the hold of %s", call.request_id)
+
+
 async def fail(call: Call, send: Send, status: int, message: str, code: str) -> None:
     """Nothing billable was delivered: release the hold, record the failed request, answer."""
     rt = call.rt
@@ -285,5 +343,6 @@ async def fail(call: Call, send: Send, status: int, message: str, code: str) -> 
     done = await rt.executor.call(
         billing.finish, rt.ledger, receipt=receipt, charge=None, idem_key=call.idem_key
     )
+    call.settled = True
     headers = cost_headers(call, done)
     await http.send_error(send, status, message, code, None, headers)

@@ -1,6 +1,6 @@
 """Per-process gateway state, built in the app's lifespan: the group-commit ledger executor, the
 shared upstream HTTP session, the configuration snapshot (refreshed when its version moves),
-route health and rate limits."""
+route health and rate limits (in Redis when ``TALLYGATE_REDIS_URL`` is set: gateway.shared)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ import aiohttp
 import anyio
 
 from tallygate.gateway import snapshot as snap
-from tallygate.gateway.ratelimit import RateLimiter
+from tallygate.gateway.shared import Health, Limiter, RedisLink
 from tallygate.kit.clock import to_epoch_us
 from tallygate.ledger.executor import LedgerExecutor
 from tallygate.routing.health import HealthBoard
 from tallygate.state import AppState
 from tallygate.upstream.client import make_session
+from tallygate.upstream.lean import LeanClient
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +36,27 @@ class Runtime:
         self.clock = state.clock
         self.snapshot = snapshot
         self.session = session
+        self.lean = LeanClient()
+        """Plain-HTTP upstreams (decision 0007); aiohttp (``session``) for the rest."""
         self.executor = LedgerExecutor(state.db.engine, fault=state.ledger.fault)
-        self.health = HealthBoard(
+        self.redis = (
+            RedisLink(
+                settings.redis_url,
+                settings.redis_prefix,
+                retry_seconds=settings.redis_retry_seconds,
+            )
+            if settings.redis_url
+            else None
+        )
+        board = HealthBoard(
             state.clock,
             window=settings.circuit_window_seconds,
             min_failures=settings.circuit_min_failures,
             failure_ratio=settings.circuit_failure_ratio,
             cool_down=settings.circuit_cool_down_seconds,
         )
-        self.limiter = RateLimiter(state.clock)
+        self.health = Health(board, self.redis)
+        self.limiter = Limiter(state.clock, self.redis)
         self.rng = random.Random()
         self._responses: OrderedDict[str, int] = OrderedDict()
         self._refresher: asyncio.Task[None] | None = None
@@ -96,6 +109,9 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
         await self.session.close()
+        await self.lean.close()
+        if self.redis is not None:
+            await self.redis.close()
         await anyio.to_thread.run_sync(self.executor.close)
 
 

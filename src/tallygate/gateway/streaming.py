@@ -21,6 +21,7 @@ from tallygate.billing import tokens
 from tallygate.gateway.endpoints import Usage
 from tallygate.gateway.handler import Call, charge_for, cost_fields
 from tallygate.gateway.http import Receive, Send
+from tallygate.upstream.lean import LeanResponse
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -49,7 +50,9 @@ async def _watch_disconnect(receive: Receive) -> None:
             return
 
 
-async def relay(call: Call, resp: aiohttp.ClientResponse, receive: Receive, send: Send) -> None:
+async def relay(
+    call: Call, resp: aiohttp.ClientResponse | LeanResponse, receive: Receive, send: Send
+) -> None:
     offer = call.offer
     assert offer is not None
     await send(
@@ -87,7 +90,9 @@ async def relay(call: Call, resp: aiohttp.ClientResponse, receive: Receive, send
     await _finish_stream(call, send, state, done)
 
 
-async def _pump(call: Call, resp: aiohttp.ClientResponse, send: Send, state: Pump) -> None:
+async def _pump(
+    call: Call, resp: aiohttp.ClientResponse | LeanResponse, send: Send, state: Pump
+) -> None:
     endpoint = call.endpoint
     event_name: bytes | None = None
     try:
@@ -199,9 +204,11 @@ async def _settle(call: Call, state: Pump) -> billing.Finished:
         if isinstance(response.get("id"), str):
             receipt.upstream_response_id = response["id"]
             rt.remember_response(response["id"], call.channel.id if call.channel else None)
-    return await rt.executor.call(
+    done = await rt.executor.call(
         billing.finish, rt.ledger, receipt=receipt, charge=charge, idem_key=call.idem_key
     )
+    call.settled = True
+    return done
 
 
 async def _finish_stream(call: Call, send: Send, state: Pump, done: billing.Finished) -> None:

@@ -7,8 +7,9 @@ process) gets exactly one winner. Placing a hold is one conditional UPDATE on th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tallygate.ledger import entries, key_spend, lots
 from tallygate.ledger.accounts import PLATFORM_ACCOUNTS
@@ -50,6 +51,8 @@ class Settlement:
     entry_id: int | None
     balance_after_nanos: int | None
     replayed: bool = False
+    recorded: bool = False
+    """The caller's ``then`` statement ran in the same statement as the settlement."""
 
 
 class HoldOps:
@@ -291,11 +294,19 @@ class HoldOps:
         cause_type: str | None = None,
         cause_id: str | None = None,
         memo: str = "",
+        then: tuple[str, Sequence[Any]] | None = None,
     ) -> Settlement:
         """Charge the actual cost, release the rest — one transaction, one ``usage`` entry.
 
         The charge draws from the lots the hold earmarked, even a lot that expired meanwhile.
-        Usage beyond the hold is charged at the hold; the excess goes to ``loss:overrun``."""
+        Usage beyond the hold is charged at the hold; the excess goes to ``loss:overrun``.
+
+        ``then``: on PostgreSQL, a data-modifying statement over the settlement row ``s``
+        (columns ``outcome, charged, overrun, released, o_entry, balance_after``; it must only
+        act ``WHERE s.outcome = 'ok'``) sent in the same statement as ``tg_settle_hold`` — one
+        round trip instead of two (the gateway's receipt, decision 0007). ``recorded`` on the
+        result says whether it ran; elsewhere (SQLite, or a replayed settlement) it did not
+        and the caller runs its own statement."""
         if type(actual_nanos) is not int or actual_nanos < 0:
             raise InvalidAmount(
                 f"actual amount must be a non-negative integer, got {actual_nanos!r}"
@@ -305,7 +316,7 @@ class HoldOps:
         now = self.now_us()
         if tx.postgres:
             return self._settle_pg(
-                tx, hold_key, actual_nanos, now, kind, revenue, cause_type, cause_id, memo
+                tx, hold_key, actual_nanos, now, kind, revenue, cause_type, cause_id, memo, then
             )
         row = tx.one(
             "UPDATE holds SET status = 'settled', resolved_at = ?, "
@@ -383,11 +394,18 @@ class HoldOps:
         cause_type: str | None,
         cause_id: str | None,
         memo: str,
+        then: tuple[str, Sequence[Any]] | None = None,
     ) -> Settlement:
-        row = tx.one(
-            "SELECT * FROM tg_settle_hold(?, ?, ?, ?, ?, ?, ?, ?)",
-            (hold_key, actual, now, kind, revenue, cause_type, cause_id, memo),
-        )
+        params: tuple[Any, ...] = (hold_key, actual, now, kind, revenue, cause_type, cause_id, memo)
+        if then is None:
+            row = tx.one("SELECT * FROM tg_settle_hold(?, ?, ?, ?, ?, ?, ?, ?)", params)
+        else:
+            row = tx.one(
+                "WITH s AS MATERIALIZED (SELECT * FROM tg_settle_hold(?, ?, ?, ?, ?, ?, ?, ?)), "
+                f"t AS ({then[0]}) "
+                "SELECT outcome, charged, overrun, released, o_entry, balance_after FROM s",
+                (*params, *then[1]),
+            )
         assert row is not None
         if row[0] != "ok":
             return self._settled_already(tx, hold_key, actual)
@@ -399,6 +417,7 @@ class HoldOps:
             int(row[3]),
             int(row[4]) if row[4] is not None else None,
             int(row[5]),
+            recorded=then is not None,
         )
 
     def _settled_already(self, tx: Tx, hold_key: str, actual: int) -> Settlement:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -74,6 +75,36 @@ def get(conn: Connection, ledger: Ledger, request_id: str, user_id: int | None) 
     return _out(data)
 
 
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """Which receipts: equality filters and a half-open time range [since_us, until_us)."""
+
+    user_id: int | None = None
+    status: str | None = None
+    model: str | None = None
+    key_id: int | None = None
+    project: str | None = None
+    route_type: str | None = None
+    since_us: int | None = None
+    until_us: int | None = None
+
+    def where(self) -> tuple[list[str], list[object]]:
+        where: list[str] = []
+        params: list[object] = []
+        for column in ("user_id", "status", "model", "key_id", "project", "route_type"):
+            value = getattr(self, column)
+            if value is not None and value != "":
+                where.append(f"{column} = ?")
+                params.append(value)
+        if self.since_us is not None:
+            where.append("created_at >= ?")
+            params.append(self.since_us)
+        if self.until_us is not None:
+            where.append("created_at < ?")
+            params.append(self.until_us)
+        return where, params
+
+
 def page(
     conn: Connection,
     ledger: Ledger,
@@ -83,21 +114,52 @@ def page(
     model: str | None,
     cursor: int | None,
     limit: int,
+    key_id: int | None = None,
+    project: str | None = None,
+    route_type: str | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
 ) -> ReceiptPage:
-    where: list[str] = ["id < ?"]
-    params: list[object] = [cursor if cursor is not None else 2**62]
-    if user_id is not None:
-        where.append("user_id = ?")
-        params.append(user_id)
-    if status:
-        where.append("status = ?")
-        params.append(status)
-    if model:
-        where.append("model = ?")
-        params.append(model)
+    """Receipts newest first, filtered; the time range is half-open [since_us, until_us)."""
+    f = Filter(user_id, status, model, key_id, project, route_type, since_us, until_us)
+    where, params = f.where()
+    where.insert(0, "id < ?")
+    params.insert(0, cursor if cursor is not None else 2**62)
     rows = ledger.tx(conn).all(
         _SELECT + f" WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", (*params, limit + 1)
     )
     items = [_out(dict(zip(["id", *_COLUMNS], r, strict=True))) for r in rows[:limit]]
     next_cursor = int(rows[limit - 1][0]) if len(rows) > limit else None
     return ReceiptPage(items=items, next_cursor=next_cursor)
+
+
+DAY_US = 86_400_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class DailySpend:
+    """Charged on one UTC day (``day_us``: its midnight, epoch µs) from one bucket by one model."""
+
+    day_us: int
+    bucket: str
+    currency: str
+    model: str
+    charge_nanos: int
+    requests: int
+
+
+def daily_spend(conn: Connection, ledger: Ledger, f: Filter) -> list[DailySpend]:
+    """Charges summed per UTC day, bucket and model, for the receipts ``f`` selects (exact
+    integers; days without a charge are absent)."""
+    where, params = f.where()
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = ledger.tx(conn).all(
+        f"SELECT created_at / {DAY_US} AS day, bucket, currency, model, SUM(charge_nanos), "
+        f"COUNT(*) FROM receipts{clause} GROUP BY created_at / {DAY_US}, bucket, currency, model "
+        "ORDER BY day, bucket, model",
+        tuple(params),
+    )
+    return [
+        DailySpend(int(day) * DAY_US, str(bucket), str(currency), str(model), int(total), int(n))
+        for day, bucket, currency, model, total, n in rows
+    ]

@@ -5,9 +5,12 @@ The circuit opens only after ``min_failures`` failures inside the rolling ``wind
 also at least ``failure_ratio`` of the attempts there — never on a single error. An open circuit
 takes the channel out of rotation and out of retries; after ``cool_down`` seconds one request
 is let through (half-open): success closes the circuit, failure re-opens it for another
-cool-down. Time comes from the injectable clock, so tests move time instead of sleeping.
+cool-down; a probe that never reports back (its request went elsewhere or was abandoned) is
+given up after another cool-down, so a half-open route cannot stay stuck. Time comes from the
+injectable clock, so tests move time instead of sleeping.
 
-State is per process (shared through Redis when configured — DESIGN.md §6)."""
+This board is one process's state; ``gateway.shared.Health`` keeps the same state in Redis,
+shared by every process, when configured (DESIGN.md §6), with this board as its fallback."""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ class _Route:
     state: str = CLOSED
     opened_at: float = 0.0
     probing: bool = False
+    probe_at: float = 0.0
     last_error: str = ""
 
 
@@ -58,6 +62,7 @@ class HealthBoard:
         self.min_failures = min_failures
         self.failure_ratio = failure_ratio
         self.cool_down = cool_down
+        self.probe_timeout = cool_down
         self._routes: dict[tuple[int, str], _Route] = {}
         self._lock = threading.Lock()
 
@@ -85,8 +90,11 @@ class HealthBoard:
             if route.state == OPEN and now - route.opened_at >= self.cool_down:
                 route.state = HALF_OPEN
                 route.probing = False
-            if route.state == HALF_OPEN and not route.probing:
+            if route.state == HALF_OPEN and (
+                not route.probing or now - route.probe_at >= self.probe_timeout
+            ):
                 route.probing = True  # exactly one probe until it reports back
+                route.probe_at = now
                 return True
             return False
 
@@ -120,19 +128,38 @@ class HealthBoard:
             out = []
             for (channel_id, model), route in sorted(self._routes.items()):
                 self._trim(route, now)
-                n = len(route.samples)
-                latencies = sorted(s[2] for s in route.samples)
                 out.append(
-                    RouteHealth(
+                    summarize(
                         channel_id,
                         model,
-                        n,
-                        (sum(1 for s in route.samples if s[1]) / n) if n else None,
-                        latencies[n // 2] if n else None,
-                        latencies[min(n - 1, int(n * 0.95))] if n else None,
+                        [(ok, latency) for _, ok, latency in route.samples],
                         route.consecutive_failures,
                         route.state,
                         route.last_error,
                     )
                 )
             return out
+
+
+def summarize(
+    channel_id: int,
+    model: str,
+    samples: list[tuple[bool, float]],
+    consecutive_failures: int,
+    state: str,
+    last_error: str,
+) -> RouteHealth:
+    """One route's health from the (ok, latency ms) samples inside its window."""
+    n = len(samples)
+    latencies = sorted(s[1] for s in samples)
+    return RouteHealth(
+        channel_id,
+        model,
+        n,
+        (sum(1 for s in samples if s[0]) / n) if n else None,
+        latencies[n // 2] if n else None,
+        latencies[min(n - 1, int(n * 0.95))] if n else None,
+        consecutive_failures,
+        state,
+        last_error,
+    )
