@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 import orjson
+from sqlalchemy import func, or_, select
 
 from tallygate.ledger.reconcile import reconcile
+from tallygate.models.payments import payment_jobs
 from tallygate.users.service import User
 from tests.fixtures.payments import FakeStripe, sign_stripe
 from tests.fixtures.server import LiveServer
@@ -48,7 +51,28 @@ def deliver(live: LiveServer, payload: bytes, *, header: str | None = None) -> h
     if header:
         headers["Stripe-Signature"] = header
     with live.client() as http:
-        return http.post("/api/payments/webhooks/stripe", content=payload, headers=headers)
+        answer = http.post("/api/payments/webhooks/stripe", content=payload, headers=headers)
+    wait_for_jobs(live)
+    return answer
+
+
+def jobs_due(live: LiveServer) -> int:
+    """Webhook jobs queued and due now (by the test clock) or running."""
+    J = payment_jobs.c
+    now = live.ledger.now_us()
+    with live.db.read() as conn:
+        stmt = select(func.count()).where(
+            or_(J.status == "running", (J.status == "queued") & (J.run_after <= now))
+        )
+        return int(conn.execute(stmt).scalar_one())
+
+
+def wait_for_jobs(live: LiveServer, timeout: float = 15) -> None:
+    """Wait until the server's job worker has run every due webhook job."""
+    deadline = time.monotonic() + timeout
+    while jobs_due(live):
+        assert time.monotonic() < deadline, "webhook jobs were not processed in time"
+        time.sleep(0.02)
 
 
 def balance(live: LiveServer, user_id: int, bucket: str = "credit") -> Any:

@@ -35,6 +35,13 @@ def stripe_order(live: LiveServer, http: Any, **body: Any) -> tuple[dict[str, An
     return order, order["provider_reference"]
 
 
+def refund_entries(live: LiveServer) -> list[tuple[Any, ...]]:
+    with live.db.read() as conn:
+        return live.ledger.tx(conn).all(
+            "SELECT idempotency_key FROM entries WHERE kind = 'refund' ORDER BY id"
+        )
+
+
 def inbox_count(live: LiveServer) -> int:
     with live.db.read() as conn:
         return int(conn.execute(select(func.count()).select_from(inbox_events)).scalar_one())
@@ -62,7 +69,7 @@ class TestCheckout:
         assert (session["amount_total"], session["currency"]) == (2500, "usd")
         assert session["client_reference_id"] == order["id"]
         assert session["_pi_metadata"] == {"tallygate_order": order["id"]}
-        assert session["success_url"].endswith(f"/payments/return/{order['id']}")
+        assert session["success_url"].endswith(f"/?order={order['id']}")
         assert order["checkout_url"] == session["url"] and order["test_mode"] is False
         assert ("POST", "/v1/checkout/sessions", f"checkout:{order['id']}") in stripe_fake.requests
 
@@ -305,8 +312,10 @@ class TestRefunds:
             deliver(live, stripe_fake.event("charge.refunded", stripe_fake.charge(sid))).status_code
             == 200
         )
-        assert len(entries_with_key(live, "refund:")) == 1
-        assert len(get_order_of(live, user, order["id"])["refunds"]) == 1
+        assert len(refund_entries(live)) == 1
+        (listed,) = get_order_of(live, user, order["id"])["refunds"]
+        assert listed["hold_status"] == "settled" and listed["held_nanos"] == 4 * UNIT
+        assert listed["debit_entry"]["idempotency_key"] == "settle:hold:refund:stripe:op:tick-42"
         assert balance(live, user.id).balance_nanos == 6 * UNIT
         assert_matches_stripe(live, stripe_fake, sid, user.id)
 
@@ -329,7 +338,7 @@ class TestRefunds:
         deliver(live, stripe_fake.event("refund.updated", stripe_fake.refunds[re_id]))
         (record,) = get_order_of(live, user, order["id"])["refunds"]
         assert record["provider_refund_id"] == re_id and record["status"] == "succeeded"
-        assert len(entries_with_key(live, "refund:")) == 1
+        assert len(refund_entries(live)) == 1
         assert_matches_stripe(live, stripe_fake, sid, user.id)
 
     def test_a_refund_that_fails_later_is_recredited_once(
@@ -433,12 +442,22 @@ class TestRefundAfterSpend:
         spend_as_requests(live, user.id, [8 * UNIT])
         stripe_fake.refund(sid, 1000)
         deliver(live, stripe_fake.event("charge.refunded", stripe_fake.charge(sid)))
+        # The shortfall is booked as debt awaiting a decision: the bucket is blocked with
+        # account_owes (not a bare insufficient_balance) until an operator decides.
         b = balance(live, user.id)
-        assert (b.balance_nanos, b.debt_nanos) == (0, 0)
+        assert (b.balance_nanos, b.debt_nanos) == (0, 8 * UNIT)
         (record,) = get_order_of(live, user, order["id"])["refunds"]
         assert record["shortfall_state"] == "awaiting_decision"
-        assert (record["taken_nanos"], record["shortfall_nanos"]) == (2 * UNIT, 8 * UNIT)
+        assert (record["taken_nanos"], record["debt_nanos"], record["shortfall_nanos"]) == (
+            2 * UNIT,
+            8 * UNIT,
+            8 * UNIT,
+        )
+        assert "account_owes" in record["next_action"] and "decision" in record["next_action"]
         assert record["receipts"] == [f"req_{user.id}_0"]
+        with pytest.raises(AccountOwes) as refused:
+            live.make.hold(user.id, UNIT, key="awaiting-decision")
+        assert refused.value.code == "account_owes" and refused.value.debt_nanos == 8 * UNIT
         with as_user(live, live.make.operator()) as admin:
             listed = admin.get(
                 "/admin/api/payments/refunds", params={"shortfall_state": "awaiting_decision"}

@@ -15,7 +15,14 @@ from tallygate.payments import repository as repo
 from tests.fixtures.payments import WeChatKeys
 from tests.fixtures.server import LiveServer
 from tests.payments.conftest import ServerFactory
-from tests.payments.helpers import UNIT, as_user, assert_reconciled, balance, get_order
+from tests.payments.helpers import (
+    UNIT,
+    as_user,
+    assert_reconciled,
+    balance,
+    get_order,
+    wait_for_jobs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +87,9 @@ def paid_resource(
 
 def notify(live: LiveServer, payload: bytes, headers: dict[str, str]) -> Any:
     with live.client() as http:
-        return http.post("/api/payments/webhooks/wechat", content=payload, headers=headers)
+        answer = http.post("/api/payments/webhooks/wechat", content=payload, headers=headers)
+    wait_for_jobs(live)
+    return answer
 
 
 def inbox_count(live: LiveServer) -> int:

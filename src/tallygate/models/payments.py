@@ -65,6 +65,7 @@ payment_orders = Table(
     Column("checkout_url", Text, nullable=True),
     # Bank transfer: the reference the user submitted.
     Column("transfer_reference", String(200), nullable=True),
+    # none | pending (a refund is in flight: its money is held) | partial | full
     Column("refund_state", String(16), nullable=False, server_default="none"),
     Column("dispute_state", String(16), nullable=False, server_default="none"),
     # Σ minor units refunded and not failed (the order's refunds).
@@ -73,6 +74,9 @@ payment_orders = Table(
     Column("flag", String(40), nullable=True),
     Column("flag_detail", Text, nullable=True),
     Column("paid_after_expiry", Integer, nullable=False, server_default="0"),
+    # Four eyes: a bank approval above the operator-set threshold, recorded by a first
+    # operator and waiting for a second, different one (JSON: operator, amount, currency …).
+    Column("first_approval_json", Text, nullable=True),
     Column("status_reason", Text, nullable=False, server_default=""),
     Column("expires_at", BigInteger, nullable=False),
     Column("paid_at", BigInteger, nullable=True),
@@ -85,7 +89,7 @@ payment_orders = Table(
         "'canceled', 'failed', 'rejected')",
         name="status",
     ),
-    CheckConstraint("refund_state IN ('none', 'partial', 'full')", name="refund_state"),
+    CheckConstraint("refund_state IN ('none', 'pending', 'partial', 'full')", name="refund_state"),
     CheckConstraint("dispute_state IN ('none', 'open', 'won', 'lost')", name="dispute_state"),
     CheckConstraint("amount_minor > 0", name="amount_positive"),
     UniqueConstraint("provider", "provider_ref", name="uq_payment_orders_provider_ref"),
@@ -128,6 +132,10 @@ refunds = Table(
     Column("amount_minor", BigInteger, nullable=False),
     # The refund converted at the order's rate (nano-units of the bucket's currency).
     Column("amount_nanos", BigInteger, nullable=False),
+    # While the provider processes the refund, the money it will take is held in the bucket
+    # (a ledger hold: not spendable, not yet taken); settled on success, released on failure.
+    Column("hold_key", String(200), nullable=True),
+    Column("held_nanos", BigInteger, nullable=False, server_default="0"),
     # The debit: what it took from the bucket, what it booked as debt, what is left undecided.
     Column("entry_id", Integer, ForeignKey("entries.id"), nullable=True),
     Column("taken_nanos", BigInteger, nullable=False, server_default="0"),
@@ -170,3 +178,31 @@ inbox_events = Table(
     UniqueConstraint("source", "external_id", name="uq_inbox_events_source_external_id"),
 )
 Index("ix_inbox_events_unhandled", inbox_events.c.handled_at, inbox_events.c.received_at)
+
+JOB_STATES = ("queued", "running", "done", "dead")
+
+# The durable work queue behind webhooks: one job per stored inbox event. A worker claims a
+# due job (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: one UPDATE … WHERE claimed_by IS NULL),
+# runs it, and marks it done, or queues it again after a backoff; never deleted.
+payment_jobs = Table(
+    "payment_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("inbox_id", Integer, ForeignKey("inbox_events.id"), nullable=False, unique=True),
+    # stripe | wechat
+    Column("source", String(16), nullable=False),
+    Column("status", String(16), nullable=False, server_default="queued"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    # Not before this time (epoch µs): the backoff after a failed attempt.
+    Column("run_after", BigInteger, nullable=False),
+    # The worker that holds the job while it runs, and since when (a lease a crashed worker
+    # loses after ``LEASE``).
+    Column("claimed_by", String(80), nullable=True),
+    Column("claimed_at", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger, nullable=True),
+    CheckConstraint("status IN ('queued', 'running', 'done', 'dead')", name="status"),
+)
+Index("ix_payment_jobs_due", payment_jobs.c.status, payment_jobs.c.run_after)

@@ -9,11 +9,12 @@ import anyio
 from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy import RowMapping
 
-from tallygate.payments import orders, refunds, review, service, views, webhook_service
+from tallygate.payments import jobs, orders, refunds, review, service, views, webhook_service
 from tallygate.payments import repository as repo
 from tallygate.payments.registry import Payments, get_payments
 from tallygate.payments.schemas import (
     Approve,
+    JobList,
     OrderCreate,
     OrderList,
     OrderOut,
@@ -151,18 +152,29 @@ def submit_transfer(
 async def stripe_webhook(request: Request, state: State, payments: Providers) -> dict[str, object]:
     payload = await request.body()
     header = request.headers.get("stripe-signature")
-    return await anyio.to_thread.run_sync(
+    answer = await anyio.to_thread.run_sync(
         webhook_service.receive_stripe, state, payments, payload, header
     )
+    _wake_jobs(request)
+    return answer
 
 
 @router.post("/webhooks/wechat")
 async def wechat_webhook(request: Request, state: State, payments: Providers) -> dict[str, str]:
     payload = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
-    return await anyio.to_thread.run_sync(
+    answer = await anyio.to_thread.run_sync(
         webhook_service.receive_wechat, state, payments, payload, headers
     )
+    _wake_jobs(request)
+    return answer
+
+
+def _wake_jobs(request: Request) -> None:
+    """The event is stored with its job: let this process's worker run it now."""
+    worker = getattr(request.app.state, "payment_jobs", None)
+    if worker is not None:
+        worker.wake()
 
 
 # ---- operators --------------------------------------------------------------------------------
@@ -199,6 +211,7 @@ def approve(
         override=body.override,
         operator=operator.email,
         now_us=state.now_us(),
+        second_review_above=state.settings.bank_second_review_above,
     )
     return views.order_out(conn, order, now_us=state.now_us())
 
@@ -283,3 +296,31 @@ def decide(
         now_us=state.now_us(),
     )
     return views.refund_out(conn, repo.lock_order(conn, int(record["order_id"])), record)
+
+
+@admin_router.get("/jobs")
+def list_jobs(
+    conn: ReadConn,
+    status: Annotated[str | None, Query(max_length=16)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> JobList:
+    return views.job_list(jobs.list_jobs(conn, status=status, limit=limit))
+
+
+@admin_router.post("/jobs/{job_id}/requeue")
+def requeue_job(
+    job_id: Annotated[int, Path(ge=1)],
+    body: Review,
+    operator: CurrentOperator,
+    conn: WriteConn,
+    state: State,
+) -> dict[str, object]:
+    jobs.requeue_dead(
+        conn,
+        state.ledger,
+        job_id,
+        reason=body.reason,
+        operator=operator.email,
+        now_us=state.now_us(),
+    )
+    return {"id": job_id, "status": "queued"}

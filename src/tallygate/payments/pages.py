@@ -1,4 +1,5 @@
-"""The sandbox's test-mode checkout page, the return page and the printable receipt.
+"""The sandbox's test-mode checkout page, the return redirect (to the wallet's post-payment
+panel) and the printable receipt.
 
 Deliberately plain HTML with no outside assets; the full user pages live elsewhere. Every
 sandbox page carries the TEST MODE banner."""
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from html import escape
 from typing import Annotated
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import anyio
 from fastapi import APIRouter, Path, Request
@@ -94,28 +95,21 @@ async def checkout_action(
     )
     if "application/json" in request.headers.get("accept", ""):
         return JSONResponse({"id": order["public_id"], "status": order["status"]})
-    return RedirectResponse(f"/payments/return/{order_id}", status_code=303)
+    return RedirectResponse(wallet_panel(order_id), status_code=303)
+
+
+def wallet_panel(order_id: str, *, canceled: bool = False) -> str:
+    """The post-payment state lives on the wallet itself (``/?order=``): it asks the provider,
+    names the bucket and amount, and keeps confirming while the payment is pending."""
+    return f"/?order={quote(order_id, safe='')}" + ("&canceled=1" if canceled else "")
 
 
 @router.get("/payments/return/{order_id}")
-def return_page(
-    order_id: OrderId, user: CurrentUser, state: State, payments: Providers
-) -> HTMLResponse:
-    with state.db.read() as conn:
-        order = orders.get(conn, order_id, user_id=user.id)
-    service.confirm(state, payments, order)
-    with state.db.read() as conn:
-        s = views.payment_state(conn, state.ledger, orders.get(conn, order_id))
-    lines = [f"<p>{escape(s.message)}</p>"]
-    if s.arrived is not None:
-        lines.append(
-            f"<p>{escape(s.arrived)} {escape(s.bucket_currency)} arrived in your "
-            f"{escape(s.bucket_label)}; balance {escape(s.balance)}.</p>"
-        )
-    lines += [f'<p><a href="{escape(n.href)}">{escape(n.label)}</a></p>' for n in s.next_steps]
-    return _page(
-        f"Top-up {s.phase}", "".join(lines), test_mode=s.test_mode, refresh=s.phase == "confirming"
-    )
+def return_page(order_id: OrderId, request: Request) -> RedirectResponse:
+    """The older return address (checkouts started before the wallet panel): a redirect there.
+    The wallet checks that the order is the signed-in user's."""
+    canceled = request.query_params.get("canceled") == "1"
+    return RedirectResponse(wallet_panel(order_id, canceled=canceled), status_code=303)
 
 
 @router.get("/payments/orders/{order_id}/receipt")

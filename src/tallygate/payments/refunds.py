@@ -2,10 +2,15 @@
 
 A refund record is created by an operator (before the provider is called: its key is the
 provider's Idempotency-Key and the debit's key), by a provider event (keyed by the provider's
-refund id), or manually. ``book`` takes the money back under the operator's shortfall policy:
-``debt`` lets the ledger book what the bucket cannot cover as debt; ``review`` takes what is
-there and leaves the rest ``awaiting_decision``. A refund that fails after it was booked is
-re-credited once (``refund_failed:<key>``). Σ refunds of an order never exceed what was paid."""
+refund id), or manually. While the provider processes it (``requested`` / ``pending`` /
+``requires_action``) the money it will take is **held** in the bucket with a ledger hold (as
+much as is available then), so it cannot be spent meanwhile; the order's ``refund_state`` is
+``pending``. On success ``book`` settles the hold into the refund's debit and takes any rest
+under the operator's shortfall policy — what the bucket cannot cover is booked as debt either
+way (new holds are refused with ``account_owes``); under ``review`` that debt waits for an
+operator's decision (keep it as debt, or write it off), under ``debt`` it stands. On failure
+before success the hold is released; a refund that fails after it was booked is re-credited
+once (``refund_failed:<key>``). Σ refunds of an order never exceed what was paid."""
 
 from __future__ import annotations
 
@@ -18,14 +23,18 @@ from sqlalchemy import Connection, RowMapping
 from tallygate.audit import service as audit
 from tallygate.errors import BadRequest, Conflict, NotFound
 from tallygate.kit.money import to_decimal_string
-from tallygate.ledger import Ledger
+from tallygate.ledger import AccountOwes, InsufficientBalance, Ledger
 from tallygate.payments import currency as cur
 from tallygate.payments import repository as repo
 from tallygate.payments.orders import new_public_id, order_factor
 
-BOOKED_STATES = ("pending", "requires_action", "succeeded")
+IN_FLIGHT = ("requested", "pending", "requires_action")
+BOOKABLE = ("succeeded",)
 UNDONE_STATES = ("failed", "canceled")
 POLICIES = ("debt", "review")
+REFUND_HOLD_TTL_SECONDS = 90 * 86_400
+"""A refund hold outlives any provider's processing time; if it ever expired, the refund's
+success would still take the money (through ``reverse``)."""
 
 
 class RefundNotAllowed(Conflict):
@@ -94,28 +103,111 @@ def set_status(
     source: str,
     now_us: int,
 ) -> RowMapping:
-    """Bring the refund to the provider's status and the ledger to match (order locked)."""
+    """Bring the refund to the provider's status and the ledger to match (order locked):
+    in flight → hold; succeeded → book (settle the hold); failed/canceled → release the hold,
+    or re-credit once if it was already booked."""
     refund_id = int(refund["id"])
     if refund["status"] != status:
         repo.update_refund(conn, refund_id, status=status, updated_at=now_us)
     current = repo.refund_by(conn, id=refund_id)
     assert current is not None
-    if status in BOOKABLE and current["booked_at"] is None:
+    if status in IN_FLIGHT and current["booked_at"] is None and current["hold_key"] is None:
+        hold(conn, ledger, current, source=source, now_us=now_us)
+    elif status in BOOKABLE and current["booked_at"] is None:
         book(conn, ledger, current, policy=policy, source=source, now_us=now_us)
     elif status in UNDONE_STATES and current["booked_at"] is not None:
         recredit(conn, ledger, current, source=source, now_us=now_us)
+    elif status in UNDONE_STATES:
+        release(conn, ledger, current, source=source, now_us=now_us)
     found = repo.refund_by(conn, id=refund_id)
     assert found is not None
     return found
 
 
-BOOKABLE = BOOKED_STATES
-
-
-def _refund_state(paid_minor: int, refunded_minor: int) -> str:
+def _refund_state(conn: Connection, order: Mapping[Any, Any], refunded_minor: int) -> str:
+    """``pending`` while a refund of the order is in flight; else none / partial / full."""
+    in_flight = any(
+        r["status"] in IN_FLIGHT and r["booked_at"] is None
+        for r in repo.refunds_of(conn, int(order["id"]))
+    )
+    if in_flight:
+        return "pending"
     if refunded_minor <= 0:
         return "none"
-    return "full" if refunded_minor >= paid_minor else "partial"
+    return "full" if refunded_minor >= int(order["paid_minor"] or 0) else "partial"
+
+
+def hold(
+    conn: Connection, ledger: Ledger, refund: Mapping[Any, Any], *, source: str, now_us: int
+) -> None:
+    """Hold what the refund will take (as much as is available now) while the provider works."""
+    order = repo.lock_order(conn, int(refund["order_id"]))
+    user_id, bucket = int(order["user_id"]), str(order["bucket"])
+    tx = ledger.tx(conn)
+    bal = ledger.balance(tx, user_id, bucket)
+    amount = min(int(refund["amount_nanos"]), max(bal.available_nanos, 0))
+    key = f"hold:{refund['idempotency_key']}"
+    held = 0
+    if amount > 0 and bal.debt_nanos == 0:
+        try:
+            ledger.place_hold(
+                tx,
+                user_id=user_id,
+                bucket=bucket,
+                amount_nanos=amount,
+                hold_key=key,
+                ttl_seconds=REFUND_HOLD_TTL_SECONDS,
+                cause_type="refund",
+                cause_id=str(refund["public_id"]),
+            )
+            held = amount
+        except (InsufficientBalance, AccountOwes):
+            held = 0  # spent in between: the refund's success books it as debt
+    repo.update_refund(
+        conn, int(refund["id"]), hold_key=key if held else "", held_nanos=held, updated_at=now_us
+    )
+    _set_refunded(
+        conn,
+        order,
+        int(order["refunded_minor"]),
+        now_us=now_us,
+        source=source,
+        detail=f"refund {refund['public_id']} of "
+        f"{cur.minor_to_text(int(refund['amount_minor']), str(refund['currency']))} "
+        f"{refund['currency']} in flight: {to_decimal_string(held)} held until the provider "
+        "confirms it",
+    )
+
+
+def _hold_pending(conn: Connection, refund: Mapping[Any, Any]) -> bool:
+    key = refund["hold_key"]
+    return bool(key) and repo.hold_status(conn, str(key)) == "pending"
+
+
+def release(
+    conn: Connection, ledger: Ledger, refund: Mapping[Any, Any], *, source: str, now_us: int
+) -> None:
+    """The provider failed or canceled an in-flight refund: its hold is released, once."""
+    order = repo.lock_order(conn, int(refund["order_id"]))
+    pending = _hold_pending(conn, refund)
+    if pending:
+        ledger.release_hold(ledger.tx(conn), hold_key=str(refund["hold_key"]))
+    refunded = int(order["refunded_minor"])
+    if not pending and _refund_state(conn, order, refunded) == order["refund_state"]:
+        return  # already released (a repeated notice)
+    _set_refunded(
+        conn,
+        order,
+        refunded,
+        now_us=now_us,
+        source=source,
+        detail=f"refund {refund['public_id']} {refund_status_word(refund)} at the provider; "
+        f"the {to_decimal_string(int(refund['held_nanos']))} held for it is released",
+    )
+
+
+def refund_status_word(refund: Mapping[Any, Any]) -> str:
+    return "canceled" if refund["status"] == "canceled" else "failed"
 
 
 def book(
@@ -147,30 +239,43 @@ def book(
     receipts: list[str] = []
     if order["lot_id"] is not None:
         _, _, used, receipts = repo.lot_usage(conn, int(order["lot_id"]))
-    amount = int(refund["amount_nanos"])
-    if policy == "review":
-        bal = ledger.balance(tx, user_id, bucket)
-        amount = min(amount, max(bal.available_nanos, 0))
+    memo = f"refund of top-up {order['public_id']}"
     taken = debt = 0
     entry_id = None
-    if amount > 0:
+    if _hold_pending(conn, refund):
+        settled = ledger.settle_hold(
+            tx,
+            hold_key=str(refund["hold_key"]),
+            actual_nanos=int(refund["held_nanos"]),
+            kind="refund",
+            revenue=f"clearing:{order['provider']}",
+            cause_type="refund",
+            cause_id=str(refund["public_id"]),
+            memo=memo,
+        )
+        taken, entry_id = settled.charged_nanos, settled.entry_id
+    rest = int(refund["amount_nanos"]) - taken
+    if rest > 0:
         posted = ledger.reverse(
             tx,
             user_id=user_id,
             bucket=bucket,
-            amount_nanos=amount,
+            amount_nanos=rest,
             kind="refund",
             destination=f"clearing:{order['provider']}",
             idempotency_key=str(refund["idempotency_key"]),
             lot_id=order["lot_id"],
             cause_type="refund",
             cause_id=str(refund["public_id"]),
-            memo=f"refund of top-up {order['public_id']}",
+            memo=memo,
         )
-        entry_id = posted.entry_id
-        taken, debt = int(posted.extra["taken_nanos"]), int(posted.extra["debt_booked_nanos"])
-    shortfall = int(refund["amount_nanos"]) - taken - debt
-    state = "debt" if debt else ("awaiting_decision" if shortfall else "none")
+        entry_id = entry_id or posted.entry_id
+        taken += int(posted.extra["taken_nanos"])
+        debt = int(posted.extra["debt_booked_nanos"])
+    if debt == 0:
+        state = "none"
+    else:
+        state = "awaiting_decision" if policy == "review" else "debt"
     after = ledger.balance(tx, user_id, bucket).balance_nanos
     repo.update_refund(
         conn,
@@ -178,7 +283,7 @@ def book(
         entry_id=entry_id,
         taken_nanos=taken,
         debt_nanos=debt,
-        shortfall_nanos=shortfall,
+        shortfall_nanos=debt,
         shortfall_state=state,
         credit_used_nanos=used,
         receipts_json=orjson.dumps(receipts).decode(),
@@ -196,7 +301,8 @@ def book(
         detail=f"refund {refund['public_id']} of "
         f"{cur.minor_to_text(int(refund['amount_minor']), str(refund['currency']))} "
         f"{refund['currency']} booked: took {to_decimal_string(taken)}, debt "
-        f"{to_decimal_string(debt)}, awaiting decision {to_decimal_string(shortfall)}",
+        f"{to_decimal_string(debt)}"
+        + (" awaiting an operator's decision" if state == "awaiting_decision" else ""),
     )
 
 
@@ -213,7 +319,7 @@ def _set_refunded(
         conn,
         int(order["id"]),
         refunded_minor=refunded,
-        refund_state=_refund_state(int(order["paid_minor"] or 0), refunded),
+        refund_state=_refund_state(conn, order, refunded),
         updated_at=now_us,
     )
     repo.add_event(
@@ -230,14 +336,15 @@ def _set_refunded(
 def recredit(
     conn: Connection, ledger: Ledger, refund: Mapping[Any, Any], *, source: str, now_us: int
 ) -> None:
-    """The provider reports a booked refund failed: give back exactly what it took (the
-    credit repays the debt it booked first), once."""
+    """The provider reports a booked refund failed: give back exactly what it cost the user —
+    what it took plus the debt it booked, less any shortfall already written off (the credit
+    repays the debt first) — once."""
     if refund["recredit_entry_id"] is not None:
         return
     order = repo.lock_order(conn, int(refund["order_id"]))
     amount = int(refund["taken_nanos"]) + int(refund["debt_nanos"])
-    if refund["shortfall_state"] == "debt" and refund["shortfall_entry_id"] is not None:
-        amount += int(refund["shortfall_nanos"])
+    if refund["shortfall_state"] == "written_off":
+        amount -= int(refund["shortfall_nanos"])
     entry_id = None
     if amount > 0:
         posted = ledger.credit(
@@ -259,7 +366,7 @@ def recredit(
         values["shortfall_state"] = "canceled"
     repo.update_refund(conn, int(refund["id"]), **values)
     if entry_id is None:
-        # Nothing was taken: mark it handled with a sentinel-free second update of booked_at.
+        # Nothing to give back: unbook it so a repeated failure notice is a no-op.
         repo.update_refund(conn, int(refund["id"]), booked_at=None)
     _set_refunded(
         conn,
@@ -281,7 +388,8 @@ def decide_shortfall(
     operator: str,
     now_us: int,
 ) -> RowMapping:
-    """An operator settles a ``review`` shortfall: book it as debt, or write it off."""
+    """An operator settles a ``review`` shortfall (booked as debt, awaiting this decision):
+    keep it as debt, or write it off."""
     refund = repo.refund_by(conn, public_id=refund_public_id)
     if refund is None:
         raise RefundNotFound(f"no refund {refund_public_id}")
@@ -295,21 +403,24 @@ def decide_shortfall(
         )
     values: dict[str, Any] = {"decision_reason": reason, "updated_at": now_us}
     if decision == "debt":
-        posted = ledger.reverse(
+        values["shortfall_state"] = "debt"  # already booked as debt: it simply stands
+    else:
+        # Forgiven: the platform credits the shortfall back, which repays the debt first
+        # (or, if a top-up already repaid it, returns that money to the bucket).
+        posted = ledger.credit(
             ledger.tx(conn),
             user_id=int(order["user_id"]),
             bucket=str(order["bucket"]),
             amount_nanos=int(refund["shortfall_nanos"]),
-            kind="refund",
-            destination=f"clearing:{order['provider']}",
-            idempotency_key=f"{refund['idempotency_key']}:shortfall",
+            kind="refund_write_off",
+            source="adjust:admin",
+            idempotency_key=f"{refund['idempotency_key']}:write_off",
+            lot_kind="adjustment",
             cause_type="refund",
             cause_id=str(refund["public_id"]),
-            memo=f"shortfall of refund {refund['public_id']} booked by {operator}",
+            memo=f"shortfall of refund {refund['public_id']} written off by {operator}",
         )
-        values |= {"shortfall_state": "debt", "shortfall_entry_id": posted.entry_id}
-    else:
-        values["shortfall_state"] = "written_off"
+        values |= {"shortfall_state": "written_off", "shortfall_entry_id": posted.entry_id}
     repo.update_refund(conn, int(refund["id"]), **values)
     audit.record(
         ledger.tx(conn),

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, func, insert, select, update
 
-from tallygate.models.ledger import entries, lots, postings
+from tallygate.models.ledger import entries, holds, lots, postings
 from tallygate.models.payments import order_events, payment_orders, refunds
 
 OC = payment_orders.c
@@ -168,3 +168,9 @@ def entry_summary(conn: Connection, entry_id: int) -> RowMapping | None:
 
 def order_by_id(conn: Connection, order_id: int) -> RowMapping:
     return conn.execute(select(payment_orders).where(OC.id == order_id)).mappings().one()
+
+
+def hold_status(conn: Connection, hold_key: str) -> str | None:
+    """The ledger hold's state (pending / settled / released / expired), None if none."""
+    row = conn.execute(select(holds.c.status).where(holds.c.hold_key == hold_key)).first()
+    return None if row is None else str(row[0])

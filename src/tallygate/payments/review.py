@@ -8,6 +8,7 @@ from sqlalchemy import Connection, RowMapping
 
 from tallygate.audit import service as audit
 from tallygate.errors import Conflict
+from tallygate.kit.money import parse_amount
 from tallygate.ledger import Ledger
 from tallygate.payments import currency as cur
 from tallygate.payments import orders
@@ -16,6 +17,25 @@ from tallygate.payments import repository as repo
 
 class AmountMismatch(Conflict):
     code = "amount_mismatch"
+
+
+class SecondReviewerRequired(Conflict):
+    code = "second_reviewer_required"
+
+
+class ApprovalMismatch(Conflict):
+    code = "approval_mismatch"
+
+
+def needs_second_review(order: RowMapping, seen: int, currency: str, above: str) -> bool:
+    """Four eyes: does crediting ``seen`` exceed the operator-set threshold (bucket units)?
+    A statement in another currency than the order's cannot be converted: it always does."""
+    if not above:
+        return False
+    if currency.upper() != str(order["currency"]):
+        return True
+    credit = cur.to_nanos(seen, currency.upper(), orders.order_factor(order))
+    return credit > parse_amount(above, field="bank_second_review_above")
 
 
 def _audit(
@@ -54,8 +74,11 @@ def approve(
     override: bool,
     operator: str,
     now_us: int,
+    second_review_above: str = "",
 ) -> RowMapping:
-    """Credit a bank transfer with the amount seen on the statement."""
+    """Credit a bank transfer with the amount seen on the statement. Above the four-eyes
+    threshold the first approval is only recorded; a second, different operator who sees the
+    same amount credits it."""
     order = repo.lock_order(conn, int(orders.get(conn, public_id)["id"]))
     if order["provider"] != "bank" or order["status"] != "awaiting_review":
         raise orders.OrderStateConflict(
@@ -70,6 +93,27 @@ def approve(
             "the statement amount",
             details={"expected_minor": expected[0], "seen_minor": seen},
         )
+    first: dict[str, object] | None = None
+    if needs_second_review(order, seen, currency, second_review_above):
+        if order["first_approval_json"] is None:
+            return _first_approval(
+                conn, ledger, order, seen, currency, reason, override, operator, now_us
+            )
+        first = orjson.loads(order["first_approval_json"])
+        assert first is not None
+        if first["operator"] == operator:
+            raise SecondReviewerRequired(
+                f"order {public_id} was approved by {operator}; above "
+                f"{second_review_above} {order['bucket_currency']} a second, different "
+                "operator must approve it"
+            )
+        if (first["amount_minor"], first["currency"]) != (seen, currency.upper()):
+            raise ApprovalMismatch(
+                f"the first approval saw {cur.minor_to_text(int(str(first['amount_minor'])), str(first['currency']))} "
+                f"{first['currency']} on the statement, this one {amount} {currency.upper()}: "
+                "reject the order or approve the same amount",
+                details={"first_minor": first["amount_minor"], "seen_minor": seen},
+            )
     paid = orders.mark_paid(
         conn,
         ledger,
@@ -96,9 +140,57 @@ def approve(
             "currency": currency.upper(),
             "credited_nanos": paid["credited_nanos"],
             "override": override,
+            "first_approver": None if first is None else first["operator"],
         },
     )
     return paid
+
+
+def _first_approval(
+    conn: Connection,
+    ledger: Ledger,
+    order: RowMapping,
+    seen: int,
+    currency: str,
+    reason: str,
+    override: bool,
+    operator: str,
+    now_us: int,
+) -> RowMapping:
+    record = {
+        "operator": operator,
+        "amount_minor": seen,
+        "currency": currency.upper(),
+        "override": override,
+        "reason": reason,
+        "at": now_us,
+    }
+    repo.update_order(
+        conn, int(order["id"]), first_approval_json=orjson.dumps(record).decode(), updated_at=now_us
+    )
+    repo.add_event(
+        conn,
+        int(order["id"]),
+        at=now_us,
+        from_status=str(order["status"]),
+        to_status=str(order["status"]),
+        source="operator",
+        detail=f"approved by {operator} ({cur.minor_to_text(seen, currency.upper())} "
+        f"{currency.upper()} on the statement); above the four-eyes threshold a second, "
+        "different operator must approve",
+    )
+    _audit(
+        conn,
+        ledger,
+        order,
+        action="order.approve.first",
+        operator=operator,
+        reason=reason,
+        now_us=now_us,
+        before={"status": order["status"]},
+        after={"status": order["status"], "seen_minor": seen, "currency": currency.upper()},
+    )
+    return repo.lock_order(conn, int(order["id"]))
 
 
 def reject(

@@ -7,7 +7,7 @@ is the same amount as an exact decimal, for display. Never a float."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -76,6 +76,10 @@ class RefundOut(BaseModel):
     balance_after_nanos: int | None
     balance_after: str | None
     debit_entry: EntryRef | None
+    held_nanos: int = Field(
+        description="held in the bucket while the provider processed the refund (not spendable)"
+    )
+    hold_status: str | None = Field(description="pending / settled / released; null if none")
     taken_nanos: int
     debt_nanos: int
     shortfall_nanos: int
@@ -118,6 +122,10 @@ class OrderOut(BaseModel):
     refunded_minor: int
     flag: str | None
     flag_detail: str | None
+    first_approval: dict[str, Any] | None = Field(
+        default=None,
+        description="a bank approval waiting for a second, different operator (four eyes)",
+    )
     paid_after_expiry: bool
     status_reason: str
     actions: list[str] = Field(description="what the user can still do: pay, submit_transfer")
@@ -239,3 +247,21 @@ class Approve(BaseModel):
 class RefundList(BaseModel):
     items: list[RefundOut]
     next_cursor: str | None
+
+
+class JobOut(BaseModel):
+    """A webhook's processing job (docs/decisions/0008-payment-jobs.md)."""
+
+    id: int
+    source: str
+    event_type: str
+    external_id: str = Field(description="the provider's event / notice id")
+    status: Literal["queued", "running", "done", "dead"]
+    attempts: int
+    run_after: dt.datetime = Field(description="not retried before this time (backoff)")
+    last_error: str | None
+    received_at: dt.datetime
+
+
+class JobList(BaseModel):
+    items: list[JobOut]

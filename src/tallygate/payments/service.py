@@ -45,8 +45,9 @@ def start_order(
     try:
         checkout = provider.start(
             order,
-            return_url=f"{back}/payments/return/{public_id}",
-            cancel_url=f"{back}/payments/return/{public_id}?canceled=1",
+            # Back from the checkout, the payer lands on the wallet's post-payment panel.
+            return_url=f"{back}/?order={public_id}",
+            cancel_url=f"{back}/?order={public_id}&canceled=1",
         )
     except ProviderError as exc:
         with state.db.begin() as conn:
@@ -207,16 +208,17 @@ def start_refund(
             },
             reason=body.reason,
         )
+        # Manual: booked at once. Through the provider: its money is held until it answers.
+        record = refunds.set_status(
+            conn,
+            state.ledger,
+            record,
+            "succeeded" if manual else "requested",
+            policy=policy,
+            source="operator",
+            now_us=state.now_us(),
+        )
         if manual:
-            record = refunds.set_status(
-                conn,
-                state.ledger,
-                record,
-                "succeeded",
-                policy=policy,
-                source="operator",
-                now_us=state.now_us(),
-            )
             return repo.lock_order(conn, int(order["id"])), record
     try:
         answer = payments.get(provider_name).refund(
@@ -224,11 +226,20 @@ def start_refund(
         )
     except ProviderError as exc:
         with state.db.begin() as conn:
+            repo.lock_order(conn, int(order["id"]))
             repo.update_refund(
+                conn, int(record["id"]), reason=f"{body.reason} (provider refused: {exc.message})"
+            )
+            current = repo.refund_by(conn, id=int(record["id"]))
+            assert current is not None
+            refunds.set_status(  # releases the hold placed for it
                 conn,
-                int(record["id"]),
-                status="failed",
-                reason=f"{body.reason} (provider refused: {exc.message})",
+                state.ledger,
+                current,
+                "failed",
+                policy=policy,
+                source="operator",
+                now_us=state.now_us(),
             )
         raise
     with state.db.begin() as conn:

@@ -8,7 +8,6 @@ therefore converge on the provider's final truth."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from sqlalchemy import Connection
@@ -20,8 +19,6 @@ from tallygate.payments import disputes, orders, refunds
 from tallygate.payments import repository as repo
 from tallygate.payments.providers.stripe import StripeProvider, StripeRefund, StripeTruth
 from tallygate.state import AppState
-
-logger = logging.getLogger(__name__)
 
 
 def announced_refunds(event: dict[str, Any]) -> set[str]:
@@ -55,41 +52,37 @@ def find_order(state: AppState, stripe: StripeProvider, event: dict[str, Any]) -
         return None if order is None or order["provider"] != "stripe" else int(order["id"])
 
 
-def process(
+def handle(
     state: AppState, stripe: StripeProvider, inbox_id: int, event: dict[str, Any], source: str
 ) -> None:
-    """Handle one stored event; on failure the inbox row stays unhandled for the sweeper."""
+    """Handle one stored event and stamp it handled in the same transaction; raises when it
+    could not be processed (the job is retried)."""
     from tallygate.app import retry_conflicts
 
-    try:
-        order_id = find_order(state, stripe, event)
-        if order_id is None:
-            with state.db.begin() as conn:
-                inbox.mark_handled(conn, inbox_id, state.now_us(), note="no matching order")
-            return
-        with state.db.read() as conn:
-            session_id = str(repo.order_by_id(conn, order_id)["provider_ref"])
-        truth = stripe.truth(session_id)
-
-        def write() -> None:
-            with state.db.begin() as conn:
-                apply_truth(
-                    conn,
-                    state.ledger,
-                    state.settings,
-                    order_id,
-                    truth,
-                    source=source,
-                    announced=announced_refunds(event),
-                    now_us=state.now_us(),
-                )
-                inbox.mark_handled(conn, inbox_id, state.now_us())
-
-        retry_conflicts(write)
-    except Exception as exc:
-        logger.exception("stripe event %s could not be processed", event.get("id"))
+    order_id = find_order(state, stripe, event)
+    if order_id is None:
         with state.db.begin() as conn:
-            inbox.mark_failed(conn, inbox_id, repr(exc))
+            inbox.mark_handled(conn, inbox_id, state.now_us(), note="no matching order")
+        return
+    with state.db.read() as conn:
+        session_id = str(repo.order_by_id(conn, order_id)["provider_ref"])
+    truth = stripe.truth(session_id)
+
+    def write() -> None:
+        with state.db.begin() as conn:
+            apply_truth(
+                conn,
+                state.ledger,
+                state.settings,
+                order_id,
+                truth,
+                source=source,
+                announced=announced_refunds(event),
+                now_us=state.now_us(),
+            )
+            inbox.mark_handled(conn, inbox_id, state.now_us())
+
+    retry_conflicts(write)
 
 
 def apply_truth(

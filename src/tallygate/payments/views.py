@@ -17,6 +17,8 @@ from tallygate.payments import currency as cur
 from tallygate.payments import repository as repo
 from tallygate.payments.schemas import (
     EntryRef,
+    JobList,
+    JobOut,
     LotUsage,
     NextStep,
     OrderEvent,
@@ -51,15 +53,28 @@ def entry_ref(conn: Connection, entry_id: int | None) -> EntryRef | None:
 
 def next_action(refund: Mapping[Any, Any]) -> str:
     state = str(refund["shortfall_state"])
-    if refund["status"] == "requested":
-        return "waiting for the provider to accept the refund"
+    if refund["status"] in ("requested", "pending", "requires_action") and not refund["booked_at"]:
+        held = to_decimal_string(int(refund["held_nanos"]))
+        return (
+            f"waiting for the provider: {held} is held (not spendable) until the refund "
+            "succeeds (then it is taken) or fails (then it is released)"
+        )
     if state == "debt":
         return "the shortfall is debt: the bucket is blocked until a top-up repays it"
     if state == "awaiting_decision":
-        return "an operator must book the shortfall as debt or write it off"
+        return (
+            "the shortfall is booked as debt awaiting an operator's decision (keep it as debt "
+            "or write it off); until then new requests on this bucket are refused with "
+            "account_owes and a top-up repays it first"
+        )
     if state == "written_off":
         return "the shortfall was written off; nothing more to do"
     return "none: the bucket covered the refund"
+
+
+def hold_status(conn: Connection, refund: Mapping[Any, Any]) -> str | None:
+    """The in-flight hold's state: pending, settled (taken), released; None if none."""
+    return repo.hold_status(conn, str(refund["hold_key"])) if refund["hold_key"] else None
 
 
 def refund_out(conn: Connection, order: Mapping[Any, Any], refund: Mapping[Any, Any]) -> RefundOut:
@@ -88,6 +103,8 @@ def refund_out(conn: Connection, order: Mapping[Any, Any], refund: Mapping[Any, 
         balance_after_nanos=refund["balance_after_nanos"],
         balance_after=_dec(refund["balance_after_nanos"]),
         debit_entry=entry_ref(conn, refund["entry_id"]),
+        held_nanos=int(refund["held_nanos"]),
+        hold_status=hold_status(conn, refund),
         taken_nanos=int(refund["taken_nanos"]),
         debt_nanos=int(refund["debt_nanos"]),
         shortfall_nanos=int(refund["shortfall_nanos"]),
@@ -156,6 +173,9 @@ def order_out(conn: Connection, order: Mapping[Any, Any], *, now_us: int) -> Ord
         refunded_minor=int(order["refunded_minor"]),
         flag=order["flag"],
         flag_detail=order["flag_detail"],
+        first_approval=(
+            orjson.loads(order["first_approval_json"]) if order["first_approval_json"] else None
+        ),
         paid_after_expiry=bool(order["paid_after_expiry"]),
         status_reason=str(order["status_reason"]),
         actions=actions(order, now_us),
@@ -276,4 +296,23 @@ def receipt(conn: Connection, order: Mapping[Any, Any]) -> Receipt:
         entry=entry_ref(conn, order["entry_id"]),
         refund_state=str(order["refund_state"]),
         refunded=cur.minor_to_text(int(order["refunded_minor"]), currency),
+    )
+
+
+def job_list(rows: list[Any]) -> JobList:
+    return JobList(
+        items=[
+            JobOut(
+                id=int(r["id"]),
+                source=str(r["source"]),
+                event_type=str(r["event_type"]),
+                external_id=str(r["external_id"]),
+                status=r["status"],
+                attempts=int(r["attempts"]),
+                run_after=from_epoch_us(int(r["run_after"])),
+                last_error=r["last_error"],
+                received_at=from_epoch_us(int(r["received_at"])),
+            )
+            for r in rows
+        ]
     )

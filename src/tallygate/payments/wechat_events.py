@@ -5,7 +5,6 @@ deterministic keys as every other provider: ``topup:wechat:<transaction_id>`` an
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from sqlalchemy import Connection
@@ -17,7 +16,6 @@ from tallygate.payments import repository as repo
 from tallygate.payments.providers.wechat import WeChatProvider
 from tallygate.state import AppState
 
-logger = logging.getLogger(__name__)
 REFUND_STATES = {
     "SUCCESS": "succeeded",
     "PROCESSING": "pending",
@@ -26,7 +24,13 @@ REFUND_STATES = {
 }
 
 
-def process(state: AppState, wechat: WeChatProvider, inbox_id: int, notice: dict[str, Any]) -> None:
+class RefundBeforePayment(RuntimeError):
+    """A refund notice for an order whose payment is not booked yet (out-of-order delivery)."""
+
+
+def handle(state: AppState, wechat: WeChatProvider, inbox_id: int, notice: dict[str, Any]) -> None:
+    """Apply one stored notice and stamp it handled in the same transaction; raises when it
+    could not be processed (the job is retried)."""
     from tallygate.app import retry_conflicts
 
     def write() -> None:
@@ -40,12 +44,7 @@ def process(state: AppState, wechat: WeChatProvider, inbox_id: int, notice: dict
             )
             inbox.mark_handled(conn, inbox_id, state.now_us(), note=note)
 
-    try:
-        retry_conflicts(write)
-    except Exception as exc:
-        logger.exception("wechat notice %s could not be processed", notice.get("id"))
-        with state.db.begin() as conn:
-            inbox.mark_failed(conn, inbox_id, repr(exc))
+    retry_conflicts(write)
 
 
 def apply(
@@ -89,7 +88,13 @@ def apply(
                 detail="WeChat Pay: PAYERROR",
             )
         return None
-    if str(notice["event_type"]).startswith("REFUND.") and order["status"] == "paid":
+    if str(notice["event_type"]).startswith("REFUND.") and order["status"] != "paid":
+        # Delivered before the payment's own notice was applied: retried later (the job's
+        # backoff), when the payment is booked, rather than dropped.
+        raise RefundBeforePayment(
+            f"refund notice for order {order['public_id']} ({order['status']}) before its payment"
+        )
+    if str(notice["event_type"]).startswith("REFUND."):
         refund_id = str(resource["refund_id"])
         status = REFUND_STATES.get(str(resource.get("refund_status")), "pending")
         record = repo.refund_by(conn, provider="wechat", provider_refund_id=refund_id)

@@ -3,7 +3,11 @@
 Notifications: SHA256withRSA over ``"{timestamp}\\n{nonce}\\n{body}\\n"`` checked with the
 platform public key named by ``Wechatpay-Serial``, the timestamp within the tolerance, then the
 ``resource`` decrypted with AEAD_AES_256_GCM under the 32-byte APIv3 key (a failed tag is a
-rejection). Orders: ``POST /v3/pay/transactions/native`` signed with the merchant key."""
+rejection). API calls (``POST /v3/pay/transactions/native``, ``POST /v3/refund/domestic/refunds``)
+carry a ``WECHATPAY2-SHA256-RSA2048`` Authorization signed with the merchant key over
+``"{METHOD}\n{URL}\n{timestamp}\n{nonce}\n{body}\n"``; every answer must carry the
+platform's signature (``Wechatpay-Signature`` over ``"{timestamp}\n{nonce}\n{body}\n"``,
+``Wechatpay-Serial`` the configured platform key) or it is not believed."""
 
 from __future__ import annotations
 
@@ -120,6 +124,38 @@ class WeChatProvider:
             f'signature="{sig}",timestamp="{stamp}",serial_no="{s.wechat_merchant_serial}"'
         )
 
+    def _verify(self, message_parts: tuple[str, str], body: bytes, signature: str) -> bool:
+        if self.platform_key is None:
+            return False
+        stamp, nonce = message_parts
+        try:
+            self.platform_key.verify(
+                base64.b64decode(signature),
+                f"{stamp}\n{nonce}\n".encode() + body + b"\n",
+                padding.PKCS1v15(),
+                hashes.SHA256(),
+            )
+        except (CryptoInvalidSignature, ValueError):
+            return False
+        return True
+
+    def _check_answer(self, headers: Mapping[str, str], body: bytes) -> None:
+        """An answer is believed only if the platform key signed it."""
+        lower = {k.lower(): v for k, v in headers.items()}
+        stamp = lower.get("wechatpay-timestamp", "")
+        nonce = lower.get("wechatpay-nonce", "")
+        signature = lower.get("wechatpay-signature", "")
+        if lower.get("wechatpay-serial", "") != self.settings.wechat_platform_serial:
+            raise ProviderError("WeChat Pay's answer is not from the configured platform key")
+        try:
+            age = abs(time.time() - int(stamp))
+        except ValueError:
+            raise ProviderError("WeChat Pay's answer has no valid timestamp") from None
+        if age > self.settings.wechat_webhook_tolerance_seconds:
+            raise ProviderError("WeChat Pay's answer is outside the tolerance window")
+        if not (nonce and signature and self._verify((stamp, nonce), body, signature)):
+            raise ProviderError("WeChat Pay's answer does not carry a valid platform signature")
+
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         data = orjson.dumps(body)
         request = urllib.request.Request(
@@ -134,9 +170,17 @@ class WeChatProvider:
         )
         try:
             with urllib.request.urlopen(request, timeout=15) as answer:  # noqa: S310
-                found = orjson.loads(answer.read())
-        except (urllib.error.URLError, orjson.JSONDecodeError) as exc:
-            raise ProviderError(f"WeChat Pay refused the request: {exc}") from exc
+                raw = answer.read()
+                self._check_answer(dict(answer.headers.items()), raw)
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:300]
+            raise ProviderError(f"WeChat Pay refused the request ({exc.code}): {detail}") from exc
+        except urllib.error.URLError as exc:
+            raise ProviderError(f"WeChat Pay could not be reached: {exc.reason}") from exc
+        try:
+            found = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ProviderError("WeChat Pay answered something that is not JSON") from exc
         return found if isinstance(found, dict) else {}
 
     def start(self, order: Mapping[str, Any], *, return_url: str, cancel_url: str) -> Checkout:
@@ -148,12 +192,13 @@ class WeChatProvider:
                 "mchid": self.settings.wechat_mchid,
                 "description": f"Top-up {public_id}",
                 "out_trade_no": public_id,
-                "notify_url": return_url.split("/payments/return/")[0]
-                + "/api/payments/webhooks/wechat",
+                "notify_url": return_url.split("/?order=")[0] + "/api/payments/webhooks/wechat",
                 "amount": {"total": int(order["amount_minor"]), "currency": order["currency"]},
             },
         )
-        return Checkout(public_id, answer.get("code_url"))
+        if not answer.get("code_url"):
+            raise ProviderError("WeChat Pay answered without a code_url")
+        return Checkout(public_id, str(answer["code_url"]))
 
     def refund(
         self, order: Mapping[str, Any], *, amount_minor: int, idempotency_key: str, refund_id: str
@@ -170,7 +215,10 @@ class WeChatProvider:
                 },
             },
         )
-        status = {"SUCCESS": "succeeded", "PROCESSING": "pending"}.get(
-            str(answer.get("status")), "failed"
-        )
+        status = {
+            "SUCCESS": "succeeded",
+            "PROCESSING": "pending",
+            "CLOSED": "canceled",
+            "ABNORMAL": "failed",
+        }.get(str(answer.get("status")), "pending")
         return ProviderRefund(str(answer.get("refund_id", "")), status)
