@@ -8,12 +8,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "exports.md"
 SECTIONS = {
     "requests": "## Requests",
     "ledger": "## Wallet ledger",
     "audit": "## Audit trail",
     "usage": "## Usage report",
+    "topups": "## Top-ups",
+    "refunds": "## Refunds",
+    "redemptions": "## Redemptions",
 }
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*`([a-z_]+)`\s*\|\s*(\w+)\s*\|")
@@ -75,6 +80,8 @@ def check_csv_cell(kind: str, cell: str, expected: Any, where: str) -> None:
         assert cell == ("true" if expected else "false"), f"{where}: {cell!r}"
     elif kind == "int":
         assert expected == int(cell), f"{where}: {cell!r} != {expected!r}"
+    elif kind == "json":
+        assert orjson.loads(cell) == expected, f"{where}: {cell!r} != {expected!r}"
     else:
         assert cell == neutral(str(expected)), f"{where}: {cell!r} != {neutral(str(expected))!r}"
 

@@ -29,14 +29,14 @@ from tallygate.kit.clock import to_epoch_us
 
 
 def test_every_export_has_the_documented_columns_in_order(world: World) -> None:
-    for name in ("requests", "ledger", "audit", "usage"):
+    extras = {"requests": ["attempt_details"], "topups": ["history"]}
+    for name in ("requests", "ledger", "topups", "refunds", "redemptions", "audit", "usage"):
         raw = world.export(name, world.operator, "csv", admin=True)
         header, _ = parse_csv(raw)
         assert header == [c for c, _ in doc_columns(name)], name
         assert raw.split(b"\n", 1)[0].endswith(b"\r")  # RFC 4180 line ends
         for line in parse_jsonl(world.export(name, world.operator, "jsonl", admin=True)):
-            extra = {"attempt_details"} if name == "requests" else set()
-            assert list(line) == [c for c, _ in doc_columns(name)] + sorted(extra), name
+            assert list(line) == [c for c, _ in doc_columns(name)] + extras.get(name, []), name
 
 
 def test_wallet_ledger_rows_are_the_scenarios_top_ups_and_usage(world: World) -> None:
@@ -212,6 +212,9 @@ def test_the_cli_export_writes_the_same_bytes_as_the_api(world: World, tmp_path:
                 world.export("ledger", world.alice, fmt),
             ),
             (["usage"], world.export("usage", world.operator, fmt, admin=True)),
+            (["topups"], world.export("topups", world.operator, fmt, admin=True)),
+            (["refunds"], world.export("refunds", world.operator, fmt, admin=True)),
+            (["redemptions"], world.export("redemptions", world.operator, fmt, admin=True)),
         )
     ]
     for fmt, args, api_bytes in cases:

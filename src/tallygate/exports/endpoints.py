@@ -1,5 +1,6 @@
-"""Downloads: a user's own requests and ledger; operators' exports of anyone or everyone,
-the audit trail and the usage report; reconciliation statements."""
+"""Downloads: a user's own requests, ledger, top-ups, refunds and redemptions; operators'
+exports of anyone or everyone, the audit trail and the usage report; reconciliation
+statements."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def my_statement(
 
 @router.get("/{name}")
 def my_export(
-    name: Annotated[str, Path(description="requests or ledger")],
+    name: Annotated[str, Path(description="requests, ledger, topups, refunds or redemptions")],
     user: CurrentUser,
     state: State,
     format: Format = "csv",
@@ -113,7 +114,9 @@ def statement(
 
 @admin_router.get("/{name}")
 def export(
-    name: Annotated[str, Path(description="requests, ledger, audit or usage")],
+    name: Annotated[
+        str, Path(description="requests, ledger, topups, refunds, redemptions, audit or usage")
+    ],
     state: State,
     format: Format = "csv",
     since: Since = None,

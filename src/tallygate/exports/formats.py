@@ -24,7 +24,7 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 @dataclass(frozen=True, slots=True)
 class Col:
     name: str
-    kind: str = "text"  # text | int | money | time | bool | json
+    kind: str = "text"  # text | int | money | decimal | time | bool | json
     doc: str = ""
 
 
@@ -54,6 +54,12 @@ def _money(value: Any) -> str:
     return f"{sign}{whole}.{digits:0<2}"
 
 
+def _decimal(value: Any) -> str:
+    """An exact decimal already written as text (a payment amount in its currency's minor
+    digits, a rate): passed through, never neutralised — it is a number, not a formula."""
+    return "" if value is None else str(value)
+
+
 def _time(value: Any) -> str:
     return "" if value is None else iso(int(value))
 
@@ -73,6 +79,7 @@ def _json(value: Any) -> str:
 CONVERTERS: dict[str, Callable[[Any], str]] = {
     "text": _text,
     "money": _money,
+    "decimal": _decimal,
     "time": _time,
     "bool": _bool,
     "int": _int,
@@ -87,6 +94,7 @@ _CELL = {
     "text": "(x if (x := g({k})).__class__ is str and x[:1] not in FIRST else _text(x))",
     "int": "(str(x) if (x := g({k})).__class__ is int else _int(x))",
     "money": "_money(g({k}))",
+    "decimal": "_decimal(g({k}))",
     "time": "_time(g({k}))",
     "bool": "_bool(g({k}))",
     "json": "_json(g({k}))",
@@ -135,6 +143,8 @@ def json_value(col: Col, value: Any) -> Any:
         return to_decimal_string(int(value))
     if col.kind == "time":
         return iso(int(value))
+    if col.kind == "decimal":
+        return str(value)
     if col.kind == "bool":
         return bool(value)
     if col.kind == "int":

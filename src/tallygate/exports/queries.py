@@ -10,9 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, case, false, func, select, text
 
-from tallygate.exports.formats import Col
+from tallygate.credits import repository as credits_repository
+from tallygate.credits.service import REDEMPTION_COLUMNS as CAMPAIGN_REDEMPTION_COLUMNS
+from tallygate.exports.formats import Col, iso
+from tallygate.models.credits import redemptions
+from tallygate.models.ledger import accounts, entries, lots, postings
+from tallygate.payments.currency import minor_to_text
+from tallygate.payments.repository import TAKEBACK_KINDS
 
 
 @dataclass(frozen=True)
@@ -298,9 +304,350 @@ def usage_rows(conn: Connection, f: Filters) -> Iterator[dict[str, Any]]:
     yield from _stream(conn, sql, params)
 
 
+def _merged(
+    rows: Iterator[dict[str, Any]], details: Iterator[dict[str, Any]], key: str
+) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each row with its detail rows: both streams are ordered by ``key`` (the detail stream
+    may hold keys no row has), so one pass over each keeps memory flat."""
+    pending = next(details, None)
+    for row in rows:
+        own: list[dict[str, Any]] = []
+        while pending is not None and pending[key] < row[key]:
+            pending = next(details, None)
+        while pending is not None and pending[key] == row[key]:
+            own.append(pending)
+            pending = next(details, None)
+        yield row, own
+
+
+# ---- top-ups --------------------------------------------------------------------------------
+
+TOPUP_COLUMNS = [
+    Col("order_id", doc="the order's public id (ord_…), the merchant reference sent to providers"),
+    Col("created_at", "time", "when the order was created"),
+    Col("paid_at", "time", "when the payment was credited (its ledger entry's time)"),
+    Col("expires_at", "time", "end of the order's payment window"),
+    Col("updated_at", "time"),
+    Col("user_id", "int"),
+    Col("user_email"),
+    Col("bucket", doc="credit or routed"),
+    Col("bucket_currency", doc="currency of the credited amounts"),
+    Col("provider", doc="sandbox, stripe, wechat or bank"),
+    Col("test_mode", "bool", "sandbox (test-mode) order: no money moved"),
+    Col("provider_reference", doc="checkout session / out_trade_no at the provider"),
+    Col("provider_payment_id", doc="the provider's payment (intent / transaction) id"),
+    Col("transfer_reference", doc="bank transfers: the reference the user submitted"),
+    Col("amount", "decimal", "amount asked, in the payment currency"),
+    Col("currency", doc="payment currency"),
+    Col("paid_amount", "decimal", "amount the provider reports as paid"),
+    Col("paid_currency"),
+    Col("rate", "decimal", "snapshot: bucket units per payment-currency unit"),
+    Col("bonus_rate", "decimal", "snapshot: bonus fraction of the amount's tier"),
+    Col("quoted", "money", "credit shown before paying (bucket currency)"),
+    Col("credited", "money", "credit the payment bought (bucket currency)"),
+    Col("debt_repaid", "money", "part of the credit that repaid debt on the bucket"),
+    Col("balance_credited", "money", "part that reached the balance: credited − debt_repaid"),
+    Col("balance_after", "money", "bucket balance right after the credit"),
+    Col("status", doc="pending, processing, awaiting_review, paid, expired, canceled, …"),
+    Col("status_reason"),
+    Col("state_history", doc="status changes in order, each with its source"),
+    Col("history_events", "int", "events in the order's history (refunds, disputes too)"),
+    Col("paid_after_expiry", "bool"),
+    Col("flag", doc="why the order needs an operator's eye, if it does"),
+    Col("flag_detail"),
+    Col("refund_state", doc="none, pending (a refund in flight), partial or full"),
+    Col("refunded_amount", "decimal", "refunded so far, in the payment currency"),
+    Col("dispute_state", doc="none, open, won or lost"),
+    Col("entry_id", "int", "the top-up's ledger entry"),
+    Col("lot_id", "int", "the lot the credit opened"),
+    Col("lot_original", "money", "what the lot opened with"),
+    Col("lot_used", "money", "what requests (and other spending) took from the lot"),
+    Col("lot_taken_back", "money", "what refunds, disputes, reversals and expiry took back"),
+    Col("lot_remaining", "money"),
+]
+
+# The lot draws that take credit back rather than spend it: payments' own definition.
+_TAKEBACK = "(" + ", ".join(f"'{kind}'" for kind in TAKEBACK_KINDS) + ")"
+
+
+def _minor_text(minor: Any, currency: Any) -> str | None:
+    return None if minor is None or currency is None else minor_to_text(int(minor), str(currency))
+
+
+def _order_where(f: Filters) -> tuple[str, dict[str, Any]]:
+    """Orders fall in a period by when they were credited (their entry's time, as on the
+    statement), orders never credited by when they were created."""
+    return _where(
+        f,
+        "COALESCE(e.created_at, o.created_at)",
+        {"user_id": "o.user_id", "bucket": "o.bucket", "status": "o.status", "kind": "o.provider"},
+    )
+
+
+def topup_rows(conn: Connection, f: Filters) -> Iterator[dict[str, Any]]:
+    where, params = _order_where(f)
+    sql = (
+        "SELECT o.id AS oid, o.public_id AS order_id, o.created_at, e.created_at AS paid_at, "
+        "o.expires_at, o.updated_at, o.user_id, u.email AS user_email, o.bucket, "
+        "o.bucket_currency, o.provider, o.test_mode, o.provider_ref AS provider_reference, "
+        "o.provider_payment_id, o.transfer_reference, o.amount_minor, o.currency, "
+        "o.paid_minor, o.paid_currency, o.rate, o.bonus_rate, o.quoted_nanos AS quoted, "
+        "o.credited_nanos AS credited, b.to_balance, b.to_debt, b.balance_after, o.status, "
+        "o.status_reason, o.paid_after_expiry, o.flag, o.flag_detail, o.refund_state, "
+        "o.refunded_minor, o.dispute_state, o.entry_id, o.lot_id, "
+        "l.original_nanos AS lot_original, l.remaining_nanos AS lot_remaining, "
+        "d.used AS lot_used, d.taken_back AS lot_taken_back "
+        "FROM payment_orders o JOIN users u ON u.id = o.user_id "
+        "LEFT JOIN entries e ON e.id = o.entry_id "
+        "LEFT JOIN lots l ON l.id = o.lot_id "
+        # the top-up entry's postings: what reached the bucket, what repaid debt
+        "LEFT JOIN (SELECT p.entry_id, "
+        "SUM(CASE WHEN a.kind = 'bucket' THEN a.normal * p.amount_nanos ELSE 0 END) AS to_balance, "
+        "SUM(CASE WHEN a.kind = 'debt' THEN -a.normal * p.amount_nanos ELSE 0 END) AS to_debt, "
+        "MAX(CASE WHEN a.kind = 'bucket' THEN p.balance_after_nanos END) AS balance_after "
+        "FROM postings p JOIN accounts a ON a.id = p.account_id "
+        "WHERE p.entry_id IN (SELECT entry_id FROM payment_orders WHERE entry_id IS NOT NULL) "
+        "GROUP BY p.entry_id) b ON b.entry_id = o.entry_id "
+        # what left the order's lot, spent or taken back
+        "LEFT JOIN (SELECT p.lot_id, "
+        f"SUM(CASE WHEN x.kind IN {_TAKEBACK} THEN 0 ELSE -p.amount_nanos END) AS used, "
+        f"SUM(CASE WHEN x.kind IN {_TAKEBACK} THEN -p.amount_nanos ELSE 0 END) AS taken_back "
+        "FROM postings p JOIN entries x ON x.id = p.entry_id WHERE p.amount_nanos < 0 "
+        "AND p.lot_id IN (SELECT lot_id FROM payment_orders WHERE lot_id IS NOT NULL) "
+        "GROUP BY p.lot_id) d ON d.lot_id = o.lot_id "
+        "WHERE " + where + " ORDER BY o.id"
+    )
+    events_sql = (
+        "SELECT ev.order_id AS oid, ev.at, ev.from_status, ev.to_status, ev.source, ev.detail "
+        "FROM order_events ev WHERE ev.order_id IN (SELECT o.id FROM payment_orders o "
+        "LEFT JOIN entries e ON e.id = o.entry_id WHERE " + where + ") "
+        "ORDER BY ev.order_id, ev.id"
+    )
+    rows = _merged(_stream(conn, sql, params), _stream(conn, events_sql, params), "oid")
+    for row, events in rows:
+        credited = row["credited"]
+        row["amount"] = _minor_text(row["amount_minor"], row["currency"])
+        row["paid_amount"] = _minor_text(row["paid_minor"], row["paid_currency"])
+        row["refunded_amount"] = _minor_text(row["refunded_minor"], row["currency"])
+        if credited is not None:
+            row["balance_credited"] = row["to_balance"] or 0
+            row["debt_repaid"] = row["to_debt"] or 0
+        if row["lot_id"] is not None:
+            row["lot_used"] = row["lot_used"] or 0
+            row["lot_taken_back"] = row["lot_taken_back"] or 0
+        changes = [e for e in events if e["from_status"] != e["to_status"]]
+        row["state_history"] = " > ".join(f"{e['to_status']} ({e['source']})" for e in changes)
+        row["history_events"] = len(events)
+        row["history"] = [
+            {
+                "at": iso(int(e["at"])),
+                "from_status": e["from_status"],
+                "to_status": e["to_status"],
+                "source": e["source"],
+                "detail": e["detail"],
+            }
+            for e in events
+        ]
+        yield row
+
+
+# ---- refunds --------------------------------------------------------------------------------
+
+REFUND_COLUMNS = [
+    Col("refund_id", doc="the refund's public id (rf_…)"),
+    Col("order_id", doc="the refunded top-up order"),
+    Col("user_id", "int"),
+    Col("user_email"),
+    Col("bucket"),
+    Col("bucket_currency"),
+    Col("provider"),
+    Col("provider_reference", doc="the order's payment id at the provider (else its checkout)"),
+    Col("provider_refund_id", doc="the provider's refund id; empty for manual refunds"),
+    Col("source", doc="who started it: admin (operator), manual, or webhook (the provider)"),
+    Col("actor", doc="the operator or provider that started it"),
+    Col("reason"),
+    Col("shortfall_policy", doc="debt or review when part was not covered; empty otherwise"),
+    Col("status", doc="requested, pending, succeeded, failed or canceled"),
+    Col("amount", "decimal", "refunded, in the payment currency"),
+    Col("currency", doc="payment currency"),
+    Col("amount_converted", "money", "the refund at the order's rate, in the bucket currency"),
+    Col("held", "money", "held in the bucket for it while the provider processes it"),
+    Col("order_credited", "money", "what the order originally credited"),
+    Col("credit_used", "money", "how much of the order's credit requests had used by then"),
+    Col("credit_already_used", "bool"),
+    Col("taken", "money", "taken from the balance when booked"),
+    Col("debt", "money", "booked as debt when booked (policy debt)"),
+    Col("shortfall", "money", "what the balance could not cover"),
+    Col("shortfall_state", doc="none, debt, awaiting_decision, written_off or canceled"),
+    Col("decision_reason", doc="the operator's reason when deciding a shortfall"),
+    Col("balance_debited", "money", "Σ the refund's ledger entries on the balance"),
+    Col("debt_booked", "money", "Σ the refund's ledger entries on the debt (incl. a decision)"),
+    Col("recredited", "money", "given back after the provider failed the refund"),
+    Col("written_off", "money", "shortfall forgiven by an operator (credited back)"),
+    Col("balance_after", "money", "bucket balance right after booking"),
+    Col("entry_id", "int", "the refund's debit entry"),
+    Col("shortfall_entry_id", "int", "the entry of an operator's shortfall decision, if any"),
+    Col("recredit_entry_id", "int", "the re-credit entry of a refund that failed"),
+    Col("receipts", "json", "request ids that had drawn on the order's credit"),
+    Col("idempotency_key", doc="our key: the provider's Idempotency-Key and the entry's"),
+    Col("duplicates_suppressed", "int", "repeated provider announcements ignored"),
+    Col("first_seen_at", "time"),
+    Col("booked_at", "time", "when the debit was booked (its ledger entry's time)"),
+    Col("updated_at", "time"),
+]
+
+
+def _policy(row: dict[str, Any]) -> str:
+    """The shortfall policy is not stored on the record; its trace is: a shortfall that waits
+    for, or got, an operator's decision (a decision needs a reason) means ``review``; debt
+    standing without one means ``debt``; with nothing uncovered the policy did not matter."""
+    if (
+        row["decision_reason"]
+        or row["shortfall_entry_id"] is not None
+        or row["shortfall_state"] in ("awaiting_decision", "written_off", "canceled")
+    ):
+        return "review"
+    if int(row["debt"] or 0) > 0 or row["shortfall_state"] == "debt":
+        return "debt"
+    return ""
+
+
+def refund_rows(conn: Connection, f: Filters) -> Iterator[dict[str, Any]]:
+    where, params = _where(
+        f,
+        "COALESCE(e.created_at, r.booked_at, r.first_seen_at)",
+        {"user_id": "o.user_id", "bucket": "o.bucket", "status": "r.status", "kind": "r.source"},
+    )
+    sql = (
+        "SELECT r.public_id AS refund_id, o.public_id AS order_id, o.user_id, "
+        "u.email AS user_email, o.bucket, o.bucket_currency, r.provider, "
+        "COALESCE(o.provider_payment_id, o.provider_ref) AS provider_reference, "
+        "r.provider_refund_id, r.source, r.actor, r.reason, r.status, r.amount_minor, "
+        "r.currency, r.amount_nanos AS amount_converted, r.held_nanos AS held, "
+        "o.credited_nanos AS order_credited, "
+        "r.credit_used_nanos AS credit_used, r.taken_nanos AS taken, r.debt_nanos AS debt, "
+        "r.shortfall_nanos AS shortfall, r.shortfall_state, r.decision_reason, "
+        "m.balance_debited, m.debt_booked, m.recredited, m.written_off, "
+        "r.balance_after_nanos AS balance_after, r.entry_id, r.shortfall_entry_id, "
+        "r.recredit_entry_id, r.receipts_json, r.idempotency_key, r.duplicates_suppressed, "
+        "r.first_seen_at, e.created_at AS booked_at, r.updated_at "
+        "FROM refunds r JOIN payment_orders o ON o.id = r.order_id "
+        "JOIN users u ON u.id = o.user_id LEFT JOIN entries e ON e.id = r.entry_id "
+        # every ledger entry the refund caused, on the user's balance and debt
+        "LEFT JOIN (SELECT x.cause_id, "
+        "SUM(CASE WHEN x.kind = 'refund' AND a.kind = 'bucket' "
+        "THEN -a.normal * p.amount_nanos ELSE 0 END) AS balance_debited, "
+        "SUM(CASE WHEN x.kind = 'refund' AND a.kind = 'debt' "
+        "THEN a.normal * p.amount_nanos ELSE 0 END) AS debt_booked, "
+        # a re-credit repays the debt it booked first, then credits the balance
+        "SUM(CASE WHEN x.kind <> 'refund_failed' THEN 0 WHEN a.kind = 'bucket' "
+        "THEN a.normal * p.amount_nanos ELSE -a.normal * p.amount_nanos END) AS recredited, "
+        "SUM(CASE WHEN x.kind <> 'refund_write_off' THEN 0 WHEN a.kind = 'bucket' "
+        "THEN a.normal * p.amount_nanos ELSE -a.normal * p.amount_nanos END) AS written_off "
+        "FROM entries x JOIN postings p ON p.entry_id = x.id "
+        "JOIN accounts a ON a.id = p.account_id "
+        "WHERE x.cause_type = 'refund' AND a.kind IN ('bucket', 'debt') "
+        "GROUP BY x.cause_id) m ON m.cause_id = r.public_id "
+        "WHERE " + where + " ORDER BY r.id"
+    )
+    for row in _stream(conn, sql, params):
+        used = row["credit_used"]
+        row["amount"] = _minor_text(row["amount_minor"], row["currency"])
+        row["shortfall_policy"] = _policy(row)
+        row["credit_already_used"] = None if used is None else int(used) > 0
+        for name in ("balance_debited", "debt_booked", "recredited", "written_off"):
+            row[name] = row[name] or 0
+        row["receipts"] = orjson.loads(row["receipts_json"] or "[]")
+        yield row
+
+
+# ---- redemptions ----------------------------------------------------------------------------
+
+REDEMPTION_COLUMNS = [
+    # The campaign CSV's columns first (the same query, credits.repository.redemptions_select),
+    # so a campaign download and this export read alike.
+    *CAMPAIGN_REDEMPTION_COLUMNS,
+    Col("kind", doc="code (a redeem code) or starter (a new account's grant)"),
+    Col("debt_repaid", "money", "part of the amount that repaid debt on the bucket"),
+    Col("balance_credited", "money", "part that reached the balance: amount − debt_repaid"),
+    Col("lot_original", "money", "what the lot opened with"),
+    Col("lot_spent", "money", "what requests spent from the lot"),
+    Col("lot_expired", "money", "what expired unspent"),
+]
+
+
+def redemption_rows(conn: Connection, f: Filters) -> Iterator[dict[str, Any]]:
+    r, p, x, a = redemptions.c, postings.c, entries.c, accounts.c
+    draws = (
+        select(
+            p.lot_id,
+            func.sum(case((x.kind == "usage", -p.amount_nanos), else_=0)).label("spent"),
+            func.sum(case((x.kind == "expiry", -p.amount_nanos), else_=0)).label("expired"),
+        )
+        .join(entries, x.id == p.entry_id)
+        .where(p.amount_nanos < 0, p.lot_id.in_(select(r.lot_id).where(r.lot_id.is_not(None))))
+        .group_by(p.lot_id)
+        .subquery()
+    )
+    moved = (
+        select(
+            p.entry_id,
+            func.sum(case((a.kind == "bucket", a.normal * p.amount_nanos), else_=0)).label("bal"),
+            func.sum(case((a.kind == "debt", -a.normal * p.amount_nanos), else_=0)).label("debt"),
+        )
+        .join(accounts, a.id == p.account_id)
+        .where(p.entry_id.in_(select(r.entry_id).where(r.entry_id.is_not(None))))
+        .group_by(p.entry_id)
+        .subquery()
+    )
+    at = func.coalesce(x.created_at, r.created_at)
+    stmt = (
+        credits_repository.redemptions_select()
+        .add_columns(
+            lots.c.original_nanos.label("lot_original"),
+            draws.c.spent,
+            draws.c.expired,
+            moved.c.bal,
+            moved.c.debt,
+        )
+        .outerjoin(entries, x.id == r.entry_id)
+        .outerjoin(draws, draws.c.lot_id == r.lot_id)
+        .outerjoin(moved, moved.c.entry_id == r.entry_id)
+        .order_by(r.id)
+    )
+    if f.since_us is not None:
+        stmt = stmt.where(at >= f.since_us)
+    if f.until_us is not None:
+        stmt = stmt.where(at < f.until_us)
+    if f.user_id is not None:
+        stmt = stmt.where(r.user_id == f.user_id)
+    if f.bucket is not None:
+        stmt = stmt.where(r.bucket == f.bucket)
+    if f.kind is not None:  # code or starter; like any equality filter, another value matches none
+        kinds = {"code": r.code_id.is_not(None), "starter": r.code_id.is_(None)}
+        stmt = stmt.where(kinds.get(f.kind, false()))
+    for m in conn.execute(stmt, execution_options={"yield_per": 1000}).mappings():
+        row = dict(m)
+        row["redemption_id"] = row["id"]
+        row["campaign"] = row["campaign_name"]
+        row["amount"] = row["amount_nanos"]
+        row["remaining"] = row["remaining_nanos"]
+        row["kind"] = "starter" if row["code_id"] is None else "code"
+        if row["entry_id"] is not None:
+            row["balance_credited"] = row["bal"] or 0
+            row["debt_repaid"] = row["debt"] or 0
+        if row["lot_id"] is not None:
+            row["lot_spent"] = row["spent"] or 0
+            row["lot_expired"] = row["expired"] or 0
+        yield row
+
+
 EXPORTS: dict[str, tuple[list[Col], Any, tuple[str, ...]]] = {
     "requests": (REQUEST_COLUMNS, request_rows, ("attempt_details",)),
     "ledger": (LEDGER_COLUMNS, ledger_rows, ()),
+    "topups": (TOPUP_COLUMNS, topup_rows, ("history",)),
+    "refunds": (REFUND_COLUMNS, refund_rows, ()),
+    "redemptions": (REDEMPTION_COLUMNS, redemption_rows, ()),
     "audit": (AUDIT_COLUMNS, audit_rows, ()),
     "usage": (USAGE_COLUMNS, usage_rows, ()),
 }

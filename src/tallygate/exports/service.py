@@ -14,8 +14,8 @@ from tallygate.exports.queries import EXPORTS, LEDGER_COLUMNS, Filters, ledger_r
 from tallygate.exports.statement import statement
 from tallygate.kit.clock import to_epoch_us
 
-USER_EXPORTS = ("requests", "ledger")
-OPERATOR_EXPORTS = ("requests", "ledger", "audit", "usage")
+USER_EXPORTS = ("requests", "ledger", "topups", "refunds", "redemptions")
+OPERATOR_EXPORTS = (*USER_EXPORTS, "audit", "usage")
 FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 
 

@@ -19,6 +19,8 @@ from tallygate.kit.money import to_decimal_string
 KIND_LABELS = {
     "topup": "top-ups",
     "refund": "refunds",
+    "refund_failed": "failed refunds re-credited",
+    "refund_write_off": "refund shortfalls written off",
     "reversal": "reversals",
     "dispute": "disputes",
     "redeem": "redemptions",
