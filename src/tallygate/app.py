@@ -37,6 +37,7 @@ from tallygate.payments import endpoints as payments
 from tallygate.payments import pages as payment_pages
 from tallygate.payments.registry import Payments
 from tallygate.receipts import endpoints as receipts
+from tallygate.research import endpoints as research_api
 from tallygate.state import AppState
 from tallygate.users import endpoints as users
 from tallygate.wallet import endpoints as wallet
@@ -115,8 +116,8 @@ async def run_sweeper(state: AppState, interval: float, payments: Payments | Non
 
 
 async def _sweep_payments(state: AppState, payments: Payments) -> None:
-    """Expire overdue top-up orders and retry unhandled webhook events, in their own
-    transactions; a failure here never stops the hold and lot sweep."""
+    """Expire overdue top-up orders and give back webhook jobs a crashed worker held, in their
+    own transactions; a failure here never stops the hold and lot sweep."""
     from tallygate.payments.webhook_service import sweep
 
     try:
@@ -125,7 +126,7 @@ async def _sweep_payments(state: AppState, payments: Payments) -> None:
         logger.exception("sweeper: payments sweep failed; retrying at the next tick")
         return
     if orders or events:
-        logger.info("sweeper: expired %d order(s), retried %d event(s)", orders, events)
+        logger.info("sweeper: expired %d order(s), reclaimed %d job(s)", orders, events)
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
@@ -147,9 +148,19 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 run_sweeper(state, settings.sweeper_interval_seconds, app.state.payments),
                 name="tallygate-sweeper",
             )
+        from tallygate.payments.jobs import JobWorker
+
+        interval = settings.sweeper_interval_seconds
+        app.state.payment_jobs = JobWorker(
+            state, app.state.payments, interval=min(interval, 1.0) if interval > 0 else 1.0
+        )
+        jobs = asyncio.create_task(app.state.payment_jobs.run_forever(), name="tallygate-jobs")
         try:
             yield
         finally:
+            jobs.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await jobs
             if sweeper is not None:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -185,6 +196,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(catalog.router)
     app.include_router(payments.router)
     app.include_router(payment_pages.router)
+    app.include_router(research_api.router, include_in_schema=False)
     app.include_router(admin_api())
     web.install(app)
     return app

@@ -90,6 +90,8 @@ class TestOpenAPI:
             "/admin/api/models/{name}",
             "/admin/api/models/{name}/offers/{route_type}",
             "/admin/api/models/{name}/prices",
+            "/admin/api/payments/jobs",
+            "/admin/api/payments/jobs/{job_id}/requeue",
             "/admin/api/payments/orders",
             "/admin/api/payments/orders/{order_id}",
             "/admin/api/payments/orders/{order_id}/approve",

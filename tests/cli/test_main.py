@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from tallygate.config import Settings
 from tallygate.db.engine import Database
+from tallygate.kit.clock import SystemClock, to_epoch_us
+from tallygate.users import repository as users_repo
+from tallygate.users import service as users
+from tallygate.users import totp
 from tests.fixtures import databases
 
 PASSWORD = "correct horse battery"
@@ -83,7 +88,28 @@ class TestCreateUsers:
     def test_create_admin_creates_an_operator(self, migrated: Cli) -> None:
         result = migrated("create-admin", "--email", "Op@Example.com", "--password", PASSWORD)
         assert result.returncode == 0, result.stderr
-        assert result.stdout.strip() == "created operator op@example.com (id 1)"
+        lines = result.stdout.strip().splitlines()
+        assert lines[0] == "created operator op@example.com (id 1)"
+        # the second factor is printed once: its secret and the otpauth URI for an app
+        secret = lines[2].removeprefix("  secret: ")
+        assert lines[3] == "  otpauth URI: " + totp.provisioning_uri(secret, "op@example.com")
+        db = Database(migrated.url)
+        try:
+            with db.read() as conn:
+                user = users.get_user(conn, 1)
+                assert user.totp_enrolled
+                stored = users_repo.totp_state(conn, 1)
+            assert stored is not None and secret not in str(stored["totp_secret"])  # sealed
+            with db.begin() as conn:
+                users.check_totp(
+                    conn,
+                    user,
+                    secret_key=Settings.model_fields["secret_key"].default,  # what the CLI ran with
+                    code=totp.code_at(secret, to_epoch_us(SystemClock().now())),
+                    now_us=to_epoch_us(SystemClock().now()),
+                )
+        finally:
+            db.dispose()
 
     def test_create_user_creates_a_user(self, migrated: Cli) -> None:
         result = migrated("create-user", "--email", "ann@example.com", "--password", PASSWORD)

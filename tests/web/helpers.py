@@ -7,7 +7,8 @@ import re
 
 import httpx
 
-from tests.fixtures.factories import PASSWORD
+from tallygate.kit.clock import to_epoch_us
+from tests.fixtures.factories import PASSWORD, totp_code
 from tests.fixtures.server import LiveServer
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -26,9 +27,15 @@ def submit(client: httpx.Client, page_path: str, action: str, **fields: str) -> 
 
 
 def signed_in(live: LiveServer, email: str, password: str = PASSWORD) -> httpx.Client:
+    """Sign in through the pages; an operator also enters the code their authenticator app
+    shows now (the factory's ``TOTP_SECRET``)."""
     client = live.client()
     response = submit(client, "/login", "/login", email=email, password=password)
     assert response.status_code == 303, response.text
+    if response.headers["location"] == "/login/totp":
+        code = totp_code(to_epoch_us(live.clock.now()))
+        response = submit(client, "/login/totp", "/login/totp", code=code)
+        assert response.status_code == 303, response.text
     return client
 
 

@@ -81,6 +81,38 @@ class TestWallet:
         assert "You owe <strong>$2.00</strong> on your Credit" in text
         assert "New requests paid from the Credit are refused" in text
 
+    def test_expiring_promotional_credit_shows_what_is_left_and_when(self, world: World) -> None:
+        with world.as_operator() as ops:
+            made = ops.post(
+                "/admin/api/credits/campaigns",
+                json={
+                    "name": "Spring promo",
+                    "bucket": "routed",
+                    "amount": "3",
+                    "credit_expires_at": "2026-03-01T12:00:00Z",
+                },
+            )
+            assert made.status_code == 201, made.text
+            codes = ops.post(f"/admin/api/credits/campaigns/{made.json()['id']}/codes", json={})
+            assert codes.status_code == 201, codes.text
+            code = codes.json()["codes"][0]["code"]
+        with world.as_user() as api:
+            assert api.post("/api/credits/redeem", json={"code": code}).status_code == 201
+        with as_user(world) as client:
+            fresh = client.get("/").text
+            ledger = client.get("/ledger", params={"bucket": "routed", "kind": "redeem"}).text
+            redeem = client.get("/redeem").text
+        cause = re.search(r'href="/redeem#(redemption-\d+)"', ledger)
+        assert cause is not None and f'<tr id="{cause.group(1)}">' in redeem
+        world.make.spend(world.user.id, 1_250_000_000, bucket="routed")  # the promo goes first
+        with as_user(world) as client:
+            spent = client.get("/").text
+        assert "<h3>Expiring credit</h3>" in fresh
+        assert 'data-testid="expiring-credit"' not in fresh
+        assert "<strong>¥3.00</strong>" in fresh and "promotional credit (Spring promo (" in fresh
+        assert "2026-03-01 12:00 UTC" in fresh
+        assert "<strong>¥1.75</strong> left of ¥3.00" in spent
+
     def test_the_ledger_page_filters_by_bucket_and_kind(self, world: World) -> None:
         call(world, ROUTED_CHAT)
         with as_user(world) as client:
@@ -116,6 +148,19 @@ class TestWallet:
         assert csv.status_code == 200 and "text/csv" in csv.headers["content-type"]
         assert "usage" in csv.text and "topup" in csv.text
 
+    def test_the_ledger_csv_keeps_the_pages_day_range(self, world: World) -> None:
+        world.clock.advance(2 * 86_400)
+        world.make.spend(world.user.id, 1_234_567_891, bucket="credit")  # 2026-01-03
+        with as_user(world) as client:
+            page = client.get("/ledger", params={"since": "2026-01-01", "until": "2026-01-02"})
+            href = re.search(r'href="(/api/exports/ledger[^"]+)"', page.text)
+            assert href is not None
+            assert "until=2026-01-03T00:00:00Z" in href.group(1)
+            csv = client.get(href.group(1).replace("&amp;", "&"))
+        assert "+$5.00" in page.text and "1.234567891" not in page.text
+        assert csv.status_code == 200
+        assert "topup" in csv.text and "usage" not in csv.text and "1.234567891" not in csv.text
+
 
 class TestHeaders:
     def test_pages_allow_nothing_from_outside_and_no_framing(self, world: World) -> None:
@@ -147,6 +192,8 @@ class TestKeys:
             full = key.group(1)
             assert "only time the full key is shown" in created.text
             assert f'api_key="{full}"' in created.text
+            assert 'model="tg-chat:routed"' in created.text  # a model this key may call
+            assert f'base_url="{world.base_url}/v1"' in created.text
             listing = client.get("/keys").text
         assert full not in listing
         assert "laptop" in listing and "alpha" in listing

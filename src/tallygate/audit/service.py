@@ -151,3 +151,74 @@ def list_events(tx: Tx, *, limit: int = 100, before_seq: int | None = None) -> l
         )
         for r in rows
     ]
+
+
+def search(
+    tx: Tx,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    target: str | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
+    before_seq: int | None = None,
+    limit: int = 50,
+) -> list[AuditEvent]:
+    """Events newest first, filtered: ``actor`` and ``target`` match a part of the field
+    (case-insensitive), ``action`` an exact action or a prefix ending in ``.`` (``order.``);
+    ``since_us`` inclusive, ``until_us`` exclusive; ``before_seq`` pages back."""
+    where = ["seq < ?"]
+    params: list[Any] = [before_seq if before_seq is not None else 2**62]
+    if actor:
+        where.append("LOWER(actor) LIKE ?")
+        params.append("%" + _like(actor.lower()) + "%")
+    if target:
+        where.append("LOWER(target) LIKE ?")
+        params.append("%" + _like(target.lower()) + "%")
+    if action:
+        if action.endswith("."):
+            where.append("action LIKE ?")
+            params.append(_like(action) + "%")
+        else:
+            where.append("action = ?")
+            params.append(action)
+    if since_us is not None:
+        where.append("created_at >= ?")
+        params.append(since_us)
+    if until_us is not None:
+        where.append("created_at < ?")
+        params.append(until_us)
+    rows = tx.all(
+        "SELECT seq, created_at, actor, source, action, target, before_json, after_json, reason, "
+        f"prev_hash, hash FROM audit_events WHERE {' AND '.join(where)} "
+        "ORDER BY seq DESC LIMIT ?",
+        (*params, limit),
+    )
+    return [_event(r) for r in rows]
+
+
+def actions(tx: Tx) -> list[str]:
+    """Every action recorded so far, for a filter's choices."""
+    return [str(r[0]) for r in tx.all("SELECT DISTINCT action FROM audit_events ORDER BY action")]
+
+
+def _like(text: str) -> str:
+    """``text`` inside a LIKE pattern: a typed ``%`` matches one character, not any run (``_``
+    already matches one character, itself included)."""
+    return text.replace("%", "_")
+
+
+def _event(r: Any) -> AuditEvent:
+    return AuditEvent(
+        int(r[0]),
+        int(r[1]),
+        str(r[2]),
+        str(r[3]),
+        str(r[4]),
+        str(r[5]),
+        orjson.loads(r[6]) if r[6] else None,
+        orjson.loads(r[7]) if r[7] else None,
+        str(r[8]),
+        str(r[9]),
+        str(r[10]),
+    )

@@ -8,6 +8,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import psycopg
@@ -242,7 +243,30 @@ def _create(email: str, password: str, role: str, display_name: str) -> None:
                 actor="cli",
                 source="cli",
             )
+            secret = None
+            if role == "operator":
+                from tallygate.users import totp
+
+                now_us = to_epoch_us(SystemClock().now())
+                secret = totp.new_secret()
+                users.set_totp_secret(
+                    conn,
+                    user,
+                    secret_key=settings.secret_key,
+                    secret=secret,
+                    now_us=now_us,
+                    actor="cli",
+                )
         typer.echo(f"created {user.role} {user.email} (id {user.id})")
+        if secret is not None:
+            from tallygate.users import totp
+
+            typer.echo(
+                "second factor (shown once): add it to an authenticator app, which then "
+                "shows the 6-digit code asked for after the password"
+            )
+            typer.echo(f"  secret: {secret}")
+            typer.echo(f"  otpauth URI: {totp.provisioning_uri(secret, user.email)}")
 
     guarded(run)
 
@@ -264,7 +288,8 @@ NameOption = Annotated[str, typer.Option(help="Display name")]
 def create_admin(
     email: EmailOption, password: PasswordOption, display_name: NameOption = ""
 ) -> None:
-    """Create an operator (recorded in the audit trail)."""
+    """Create an operator (recorded in the audit trail) and print its second-factor (TOTP)
+    secret and otpauth:// URI once."""
     _create(email, password, "operator", display_name)
 
 
@@ -299,7 +324,12 @@ def reconcile() -> None:
 
 @app.command()
 def export(
-    name: Annotated[str, typer.Argument(help="requests, ledger, audit, usage or statement")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="requests, ledger, topups, refunds, redemptions, audit, usage or statement"
+        ),
+    ],
     out: Annotated[str, typer.Option("--out", "-o", help="file to write ('-' = stdout)")] = "-",
     fmt: Annotated[str, typer.Option("--format", help="csv or jsonl")] = "csv",
     user_id: Annotated[int | None, typer.Option(help="only this user's rows")] = None,
@@ -309,7 +339,10 @@ def export(
     project: Annotated[str | None, typer.Option()] = None,
     model: Annotated[str | None, typer.Option()] = None,
     status: Annotated[str | None, typer.Option()] = None,
-    kind: Annotated[str | None, typer.Option(help="ledger entry kind")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="ledger entry kind; top-ups: provider; refunds: source; code|starter"),
+    ] = None,
 ) -> None:
     """Export as CSV or JSON Lines from one database snapshot, streaming (flat memory), with a
     progress line on stderr. `statement` needs --user-id and --bucket and prints JSON."""
@@ -370,6 +403,48 @@ def export(
             sys.stderr.write(f"\rexported {written:,} lines — done\n")
 
     guarded(run)
+
+
+@app.command()
+def research(
+    question: Annotated[str, typer.Argument(help="the research question")],
+    model: Annotated[str, typer.Option(help="model, or model:route_type")],
+    budget: Annotated[str, typer.Option(help="budget cap in the paying bucket's currency")],
+    server: Annotated[str, typer.Option(envvar="TALLYGATE_SERVER")] = "http://127.0.0.1:8000",
+    token: Annotated[
+        str,
+        typer.Option(envvar="TALLYGATE_TOKEN", help="an API key (tg-…) or a session token"),
+    ] = "",
+    route_type: Annotated[str | None, typer.Option(help="official or routed")] = None,
+    sample: Annotated[str | None, typer.Option(help="a shipped sample data set")] = None,
+    csv: Annotated[list[Path] | None, typer.Option(help="a CSV file (repeatable)")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="report file: .md or .html")] = Path(
+        "research-report.md"
+    ),
+) -> None:
+    """Start a research run on a server, follow its progress and save its report."""
+    from tallygate.research.cli import ResearchCliError
+    from tallygate.research.cli import run as run_research
+
+    if not token:
+        raise fail("an API key or session token is needed: --token or TALLYGATE_TOKEN")
+    try:
+        result = run_research(
+            server=server,
+            token=token,
+            question=question,
+            model=model,
+            route_type=route_type,
+            budget=budget,
+            sample=sample,
+            csv_files=csv or [],
+            out=out,
+            echo=typer.echo,
+        )
+    except ResearchCliError as exc:
+        raise fail(str(exc)) from None
+    if result["status"] == "failed":
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, delete, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    Select,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 
 from tallygate.models.credits import campaigns, redeem_codes, redeem_failures, redemptions
 from tallygate.models.ledger import lots
@@ -210,6 +220,17 @@ _REDEMPTION_COLUMNS = (
 )
 
 
+def redemptions_select() -> Select[Any]:
+    """Redemptions joined to their campaign name, account email and lot (remainder): the one
+    query behind the redemption history, the campaign CSV and the redemption export."""
+    return (
+        select(*_REDEMPTION_COLUMNS)
+        .join(campaigns, campaigns.c.id == redemptions.c.campaign_id)
+        .join(users, users.c.id == redemptions.c.user_id)
+        .outerjoin(lots, lots.c.id == redemptions.c.lot_id)
+    )
+
+
 def redemption_page(
     conn: Connection,
     *,
@@ -220,13 +241,7 @@ def redemption_page(
     limit: int | None = None,
 ) -> list[RowMapping]:
     """Redemptions with their campaign name, account email and lot remainder, newest first."""
-    stmt = (
-        select(*_REDEMPTION_COLUMNS)
-        .join(campaigns, campaigns.c.id == redemptions.c.campaign_id)
-        .join(users, users.c.id == redemptions.c.user_id)
-        .outerjoin(lots, lots.c.id == redemptions.c.lot_id)
-        .order_by(redemptions.c.id.desc())
-    )
+    stmt = redemptions_select().order_by(redemptions.c.id.desc())
     if user_id is not None:
         stmt = stmt.where(redemptions.c.user_id == user_id)
     if campaign_id is not None:

@@ -4,7 +4,17 @@ Times are integer microseconds since the Unix epoch (UTC) — the same on SQLite
 Money columns end in ``_nanos`` and hold integer nano-units of the row's currency."""
 
 from tallygate.db.base import metadata
-from tallygate.models import audit, catalog, credits, keys, ledger, payments, receipts, users
+from tallygate.models import (
+    audit,
+    catalog,
+    credits,
+    keys,
+    ledger,
+    payments,
+    receipts,
+    research,
+    users,
+)
 
 __all__ = [
     "metadata",
@@ -15,5 +25,6 @@ __all__ = [
     "ledger",
     "payments",
     "receipts",
+    "research",
     "users",
 ]

@@ -1,4 +1,13 @@
-from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, Integer, String, Table
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+)
 
 from tallygate.db.base import metadata
 
@@ -12,6 +21,11 @@ users = Table(
     Column("display_name", String(200), nullable=False, server_default=""),
     Column("disabled", Integer, nullable=False, server_default="0"),
     Column("created_at", BigInteger, nullable=False),
+    # Operators' second factor: the TOTP secret sealed with the server's secret key, when it
+    # was confirmed, and the step of the last accepted code (a code is never accepted twice).
+    Column("totp_secret", String(255), nullable=True),
+    Column("totp_enrolled_at", BigInteger, nullable=True),
+    Column("totp_last_step", BigInteger, nullable=True),
     CheckConstraint("role IN ('user', 'operator')", name="role"),
 )
 
@@ -24,4 +38,15 @@ user_sessions = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger, nullable=True),
+)
+
+# Failed sign-ins (wrong password or wrong second-factor code), one row per failure and key
+# (``email:…`` or ``ip:…``): the login limit counts them across every process.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(400), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_login_failures_key_created", "key", "created_at"),
 )

@@ -13,8 +13,7 @@ from fastapi import Depends, Request
 from tallygate.errors import Forbidden, Unauthorized
 from tallygate.state import ReadConn, State
 from tallygate.users import service
-from tallygate.users.schemas import LoginRequest
-from tallygate.users.service import Credentials, Session, User
+from tallygate.users.service import Session, User
 
 SESSION_COOKIE = "tallygate_session"
 
@@ -30,15 +29,6 @@ def presented_token(request: Request) -> str | None:
             )
         return token.strip()
     return request.cookies.get(SESSION_COOKIE) or None
-
-
-def verified_credentials(body: LoginRequest, conn: ReadConn) -> Credentials:
-    """The login body's credentials, verified in a read transaction: declare it before any
-    ``WriteConn`` so the slow password hashing never runs while the write lock is held."""
-    return service.authenticate(conn, email=body.email, password=body.password)
-
-
-VerifiedCredentials = Annotated[Credentials, Depends(verified_credentials)]
 
 
 def current_session(request: Request, conn: ReadConn, state: State) -> Session:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, insert, select, update
+from sqlalchemy import Connection, RowMapping, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tallygate.models.users import user_sessions, users
+from tallygate.models.users import login_failures, user_sessions, users
 
 _USER_COLUMNS = (
     users.c.id,
@@ -17,6 +17,7 @@ _USER_COLUMNS = (
     users.c.display_name,
     users.c.disabled,
     users.c.created_at,
+    users.c.totp_enrolled_at,
 )
 
 
@@ -106,3 +107,71 @@ def revoke_session(conn: Connection, session_id: int, now_us: int) -> bool:
         .values(revoked_at=now_us)
     )
     return conn.execute(stmt).rowcount == 1
+
+
+# ---- second factor (TOTP) --------------------------------------------------------------------
+
+
+def totp_state(conn: Connection, user_id: int) -> RowMapping | None:
+    """The sealed secret, when it was confirmed and the step of the last accepted code."""
+    stmt = select(users.c.totp_secret, users.c.totp_enrolled_at, users.c.totp_last_step).where(
+        users.c.id == user_id
+    )
+    return conn.execute(stmt).mappings().first()
+
+
+def enrol_totp(conn: Connection, user_id: int, *, sealed: str, now_us: int, step: int) -> bool:
+    """Store a confirmed secret, unless one was confirmed meanwhile (False then)."""
+    stmt = (
+        update(users)
+        .where(users.c.id == user_id, users.c.totp_enrolled_at.is_(None))
+        .values(totp_secret=sealed, totp_enrolled_at=now_us, totp_last_step=step)
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def reset_totp(conn: Connection, user_id: int) -> None:
+    conn.execute(
+        update(users)
+        .where(users.c.id == user_id)
+        .values(totp_secret=None, totp_enrolled_at=None, totp_last_step=None)
+    )
+
+
+def use_totp_step(conn: Connection, user_id: int, step: int) -> bool:
+    """Record ``step`` as used, only if it is later than the last used one: a conditional
+    UPDATE, so the same code presented twice (even at once, to two processes) passes once."""
+    stmt = (
+        update(users)
+        .where(
+            users.c.id == user_id,
+            or_(users.c.totp_last_step.is_(None), users.c.totp_last_step < step),
+        )
+        .values(totp_last_step=step)
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+# ---- failed sign-ins -------------------------------------------------------------------------
+
+
+def failures_since(conn: Connection, keys: list[str], since_us: int) -> dict[str, tuple[int, int]]:
+    """Per key with failures after ``since_us``: (how many, the oldest one's time)."""
+    stmt = (
+        select(login_failures.c.key, func.count(), func.min(login_failures.c.created_at))
+        .where(login_failures.c.key.in_(keys), login_failures.c.created_at > since_us)
+        .group_by(login_failures.c.key)
+    )
+    return {str(k): (int(n), int(oldest)) for k, n, oldest in conn.execute(stmt)}
+
+
+def record_failures(conn: Connection, keys: list[str], now_us: int) -> None:
+    conn.execute(insert(login_failures), [{"key": k, "created_at": now_us} for k in keys])
+
+
+def forget_failures_before(conn: Connection, keys: list[str], before_us: int) -> None:
+    conn.execute(
+        delete(login_failures).where(
+            login_failures.c.key.in_(keys), login_failures.c.created_at <= before_us
+        )
+    )

@@ -14,6 +14,11 @@ from tallygate.users.service import User
 class LoginRequest(BaseModel):
     email: str = Field(max_length=320)
     password: str = Field(max_length=1024)
+    totp_code: str | None = Field(
+        default=None,
+        max_length=16,
+        description="Operators only: the 6-digit code from their authenticator app",
+    )
 
 
 class UserOut(BaseModel):

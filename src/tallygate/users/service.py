@@ -15,9 +15,11 @@ from sqlalchemy import Connection, RowMapping
 
 from tallygate.audit import service as audit
 from tallygate.credits import claims as credits
-from tallygate.errors import BadRequest, Conflict, NotFound, Unauthorized
+from tallygate.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from tallygate.kit import crypto
 from tallygate.ledger import Ledger
-from tallygate.users import passwords
+from tallygate.ledger.tx import from_connection
+from tallygate.users import passwords, totp
 from tallygate.users import repository as repo
 
 ROLES = ("user", "operator")
@@ -47,6 +49,22 @@ class UserNotFound(NotFound):
     code = "user_not_found"
 
 
+class TotpRequired(Unauthorized):
+    code = "totp_required"
+
+
+class InvalidTotpCode(Unauthorized):
+    code = "invalid_totp_code"
+
+
+class TotpNotEnrolled(Forbidden):
+    code = "totp_not_enrolled"
+
+
+class TotpAlreadyEnrolled(Conflict):
+    code = "totp_already_enrolled"
+
+
 @dataclass(frozen=True, slots=True)
 class User:
     id: int
@@ -55,6 +73,8 @@ class User:
     display_name: str
     disabled: bool
     created_at_us: int
+    totp_enrolled: bool = False
+    """Whether a second factor (TOTP) is set up: every operator needs one to sign in."""
 
     @property
     def is_operator(self) -> bool:
@@ -94,6 +114,7 @@ def _user(m: RowMapping) -> User:
         display_name=str(m["display_name"]),
         disabled=bool(m["disabled"]),
         created_at_us=int(m["created_at"]),
+        totp_enrolled=m["totp_enrolled_at"] is not None,
     )
 
 
@@ -249,3 +270,92 @@ def resolve_session(conn: Connection, token: str, *, now_us: int) -> Session:
 
 def revoke_session(conn: Connection, session: Session, *, now_us: int) -> None:
     repo.revoke_session(conn, session.id, now_us)
+
+
+# ---- second factor (TOTP) --------------------------------------------------------------------
+
+
+def enrol_totp(
+    conn: Connection,
+    user: User,
+    *,
+    secret_key: str,
+    secret: str,
+    code: str,
+    now_us: int,
+    actor: str,
+    source: str,
+) -> None:
+    """Confirm ``secret`` with a code from it and store it sealed (audited); the code's step
+    counts as used. InvalidTotpCode when the code does not match (nothing stored)."""
+    step = totp.matching_step(secret, code, now_us)
+    if step is None:
+        raise InvalidTotpCode(
+            "that code does not match: check the authenticator app's clock and enter the "
+            "6-digit code it shows now",
+            param="totp_code",
+        )
+    sealed = crypto.encrypt(secret_key, secret)
+    if not repo.enrol_totp(conn, user.id, sealed=sealed, now_us=now_us, step=step):
+        raise TotpAlreadyEnrolled("a second factor is already set up for this account")
+    audit.record(
+        from_connection(conn),
+        now_us=now_us,
+        actor=actor,
+        source=source,
+        action="user.totp_enrol",
+        target=f"user:{user.id}",
+        after={"email": user.email},
+    )
+
+
+def set_totp_secret(
+    conn: Connection, user: User, *, secret_key: str, secret: str, now_us: int, actor: str
+) -> None:
+    """Store ``secret`` as confirmed without a code (``tallygate create-admin`` prints it once
+    for the operator's authenticator app), replacing any previous one (audited)."""
+    repo.reset_totp(conn, user.id)
+    repo.enrol_totp(
+        conn,
+        user.id,
+        sealed=crypto.encrypt(secret_key, secret),
+        now_us=now_us,
+        step=totp.step_at(now_us) - totp.DRIFT_STEPS - 1,
+    )
+    audit.record(
+        from_connection(conn),
+        now_us=now_us,
+        actor=actor,
+        source="cli",
+        action="user.totp_enrol",
+        target=f"user:{user.id}",
+        after={"email": user.email},
+    )
+
+
+def check_totp(conn: Connection, user: User, *, secret_key: str, code: str, now_us: int) -> None:
+    """Accept ``code`` for ``user`` once: TotpNotEnrolled without a secret, TotpRequired for
+    an empty code, InvalidTotpCode for a wrong, stale or already used one."""
+    state = repo.totp_state(conn, user.id)
+    if state is None or state["totp_enrolled_at"] is None or not state["totp_secret"]:
+        raise TotpNotEnrolled(
+            "this operator has no second factor set up yet: sign in on the console to set one up",
+        )
+    if not code.strip():
+        raise TotpRequired(
+            "operators sign in with a second factor: send totp_code, the 6-digit code from "
+            "your authenticator app",
+            param="totp_code",
+        )
+    secret = crypto.decrypt(secret_key, str(state["totp_secret"]))
+    step = totp.matching_step(secret, code, now_us)
+    if step is None:
+        raise InvalidTotpCode(
+            "invalid second-factor code: enter the 6-digit code your authenticator app shows now",
+            param="totp_code",
+        )
+    if not repo.use_totp_step(conn, user.id, step):
+        raise InvalidTotpCode(
+            "this code was already used: wait for the next one",
+            param="totp_code",
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, RowMapping, func, select
 
-from tallygate.models.ledger import accounts, entries, postings
+from tallygate.models.ledger import accounts, entries, lots, postings
 
 
 def bucket_account(conn: Connection, user_id: int, bucket: str) -> RowMapping | None:
@@ -76,4 +76,29 @@ def history(
         stmt = stmt.where(entries.c.created_at >= since_us)
     if until_us is not None:
         stmt = stmt.where(entries.c.created_at < until_us)
+    return list(conn.execute(stmt).mappings())
+
+
+def expiring_lots(conn: Connection, account_id: int, now_us: int) -> list[RowMapping]:
+    """Lots of the account with something left and an expiry still ahead, soonest first, with
+    the entry that opened each (its memo names the campaign)."""
+    stmt = (
+        select(
+            lots.c.id,
+            lots.c.kind,
+            lots.c.original_nanos,
+            lots.c.remaining_nanos,
+            lots.c.expires_at,
+            entries.c.id.label("entry_id"),
+            entries.c.memo,
+        )
+        .join(entries, entries.c.id == lots.c.source_entry_id)
+        .where(
+            lots.c.account_id == account_id,
+            lots.c.remaining_nanos > 0,
+            lots.c.expires_at.is_not(None),
+            lots.c.expires_at > now_us,
+        )
+        .order_by(lots.c.expires_at, lots.c.id)
+    )
     return list(conn.execute(stmt).mappings())

@@ -58,3 +58,21 @@ class LedgerPage(BaseModel):
     items: list[LedgerLine]
     next_cursor: str | None
     """Pass as ``cursor`` to get the next (older) page; null on the last page."""
+
+
+class ExpiringCredit(BaseModel):
+    """Credit in a lot that expires (promotional credit, mostly): what is left of it and when
+    the rest goes."""
+
+    bucket: Bucket
+    currency: str
+    lot_id: int
+    kind: str
+    """promo (a redeem code or starter credit), paid or adjustment."""
+    original_nanos: int
+    remaining_nanos: int
+    remaining: str
+    expires_at: dt.datetime
+    source: str
+    """What credited it (the campaign's name, for promotional credit)."""
+    entry_id: int

@@ -12,7 +12,13 @@ from tallygate.kit.money import to_decimal_string
 from tallygate.ledger import BUCKETS, Ledger
 from tallygate.users import service as users
 from tallygate.wallet import repository as repo
-from tallygate.wallet.schemas import BucketBalance, LedgerLine, LedgerPage, Wallet
+from tallygate.wallet.schemas import (
+    BucketBalance,
+    ExpiringCredit,
+    LedgerLine,
+    LedgerPage,
+    Wallet,
+)
 
 LABELS = {"credit": "Credit", "routed": "Routed balance"}
 
@@ -111,3 +117,28 @@ def history(
         items=items,
         next_cursor=str(items[-1].entry_id) if more else None,
     )
+
+
+def expiring_credit(conn: Connection, user_id: int, now_us: int) -> dict[str, list[ExpiringCredit]]:
+    """Per bucket: the credit that expires (amount left and date), soonest first."""
+    found: dict[str, list[ExpiringCredit]] = {b: [] for b in BUCKETS}
+    for bucket in BUCKETS:
+        account = repo.bucket_account(conn, user_id, bucket)
+        if account is None:
+            continue
+        for row in repo.expiring_lots(conn, int(account["id"]), now_us):
+            found[bucket].append(
+                ExpiringCredit(
+                    bucket=bucket,  # type: ignore[arg-type]
+                    currency=str(account["currency"]),
+                    lot_id=int(row["id"]),
+                    kind=str(row["kind"]),
+                    original_nanos=int(row["original_nanos"]),
+                    remaining_nanos=int(row["remaining_nanos"]),
+                    remaining=to_decimal_string(int(row["remaining_nanos"])),
+                    expires_at=_iso(int(row["expires_at"])),
+                    source=str(row["memo"]),
+                    entry_id=int(row["entry_id"]),
+                )
+            )
+    return found

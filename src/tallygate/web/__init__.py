@@ -16,9 +16,16 @@ from tallygate.web import (
     keys,
     market,
     operator,
+    operator_audit,
+    operator_catalog,
+    operator_channels,
+    operator_codes,
+    operator_payments,
+    operator_reports,
     playground,
     receipts,
     redeem,
+    research,
     topup,
     wallet,
 )
@@ -38,5 +45,22 @@ def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(LoginRequired, login_redirect)
     app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
-    for module in (account, wallet, topup, redeem, keys, receipts, market, playground, operator):
+    for module in (
+        account,
+        wallet,
+        topup,
+        redeem,
+        keys,
+        receipts,
+        market,
+        playground,
+        research,
+        operator,
+        operator_payments,
+        operator_audit,
+        operator_channels,
+        operator_catalog,
+        operator_codes,
+        operator_reports,
+    ):
         app.include_router(module.router)

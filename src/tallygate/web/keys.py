@@ -8,7 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
+from sqlalchemy import Connection
 
+from tallygate.catalog import marketplace
 from tallygate.errors import TallygateError
 from tallygate.keys import service as keys
 from tallygate.keys.schemas import KeyCreate, KeyCreated
@@ -35,6 +37,7 @@ def _page(
             now_us=v.state.now_us(),
             limit=200,
         )
+        example = _example_model(v, conn, created.id) if created is not None else None
     return page(
         request,
         v,
@@ -46,7 +49,21 @@ def _page(
         created=created,
         error=error,
         base_url=str(request.base_url).rstrip("/") + "/v1",
+        example_model=example,
     )
+
+
+def _example_model(v: Viewer, conn: Connection, key_id: int) -> str | None:
+    """A model the new key may call now (priced, enabled), for its ready-to-run snippet."""
+    assert v.user is not None
+    market = marketplace.marketplace(
+        conn, user_id=v.user.id, now_us=v.state.now_us(), currencies=v.state.ledger.currencies
+    )
+    for model in market.models:
+        for offer in model.offers:
+            if offer.enabled and offer.prices and any(k.id == key_id for k in offer.usable_by_keys):
+                return offer.api_model_id
+    return None
 
 
 def _explain(exc: Exception) -> str:

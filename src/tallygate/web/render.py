@@ -66,7 +66,21 @@ def short_when(value: Any) -> str:
 
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+REFUND_STATES = {
+    "none": "not refunded",
+    "pending": "refund in progress",
+    "partial": "partly refunded",
+    "full": "fully refunded",
+}
+"""An order's ``refund_state`` in words (``pending``: the provider is still processing a refund)."""
+
+
+def refund_state(state: str) -> str:
+    return REFUND_STATES.get(state, state.replace("_", " "))
+
+
 templates.env.filters["money"] = money
+templates.env.filters["refund_state"] = refund_state
 templates.env.filters["signed_money"] = signed_money
 templates.env.filters["when"] = when
 templates.env.filters["short_when"] = short_when

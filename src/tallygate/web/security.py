@@ -7,7 +7,8 @@ whose token does not match is refused with 403 before anything else happens.
 
 Login limit: ``MAX_FAILURES`` failed sign-ins within ``WINDOW_SECONDS``, per email and per client
 address, refuse further attempts (even correct ones) with 429 until the oldest failure ages out.
-It lives in the process (one sliding window per key); several processes each keep their own."""
+Wrong second-factor codes count as failures too. Failures are rows in the database, so every
+process (and a restart) sees the same count."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import hashlib
 import hmac
 import math
 import secrets
-import threading
-from collections import deque
 
+from sqlalchemy import Connection
 from starlette.exceptions import HTTPException
+
+from tallygate.users import repository as users_repo
 
 CSRF_COOKIE = "tallygate_csrf"
 MAX_FAILURES = 10
@@ -69,31 +71,27 @@ class TooManyLogins(HTTPException):
 
 
 class LoginLimiter:
-    """Sliding windows of failure times (seconds) per key, e.g. ``email:a@b`` or ``ip:1.2.3.4``."""
+    """Failed sign-ins per key (``email:a@b``, ``ip:1.2.3.4``), stored in the database
+    (``login_failures``) so every process counts the same failures; a wrong password and a
+    wrong second-factor code both count."""
 
     def __init__(self, max_failures: int = MAX_FAILURES, window: int = WINDOW_SECONDS) -> None:
         self.max_failures = max_failures
         self.window = window
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
 
-    def _live(self, key: str, now: float) -> deque[float]:
-        times = self._failures.setdefault(key, deque())
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        return times
-
-    def check(self, keys: list[str], now: float) -> None:
-        with self._lock:
-            waits = [
-                max(1, math.ceil(times[0] + self.window - now))
-                for times in (self._live(k, now) for k in keys)
-                if len(times) >= self.max_failures
-            ]
+    def check(self, conn: Connection, keys: list[str], now_us: int) -> None:
+        """Raise TooManyLogins when any key has used up its failures within the window."""
+        window_us = self.window * 1_000_000
+        counts = users_repo.failures_since(conn, keys, now_us - window_us)
+        waits = [
+            max(1, math.ceil((oldest + window_us - now_us) / 1_000_000))
+            for n, oldest in counts.values()
+            if n >= self.max_failures
+        ]
         if waits:
             raise TooManyLogins(max(waits))
 
-    def fail(self, keys: list[str], now: float) -> None:
-        with self._lock:
-            for key in keys:
-                self._live(key, now).append(now)
+    def fail(self, conn: Connection, keys: list[str], now_us: int) -> None:
+        """Count one failure for each key (and forget this key's failures that aged out)."""
+        users_repo.forget_failures_before(conn, keys, now_us - self.window * 1_000_000)
+        users_repo.record_failures(conn, keys, now_us)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Path, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from tallygate.errors import TallygateError
+from tallygate.errors import NotFound, TallygateError
 from tallygate.payments import orders, views
 from tallygate.payments import repository as repo
 from tallygate.payments import service as payments
@@ -99,8 +99,20 @@ def start_topup(
 
 
 @router.get("/orders")
-def my_orders(request: Request, v: SignedIn) -> Response:
+def my_orders(
+    request: Request,
+    v: SignedIn,
+    refund: Annotated[str | None, Query(min_length=3, max_length=60)] = None,
+) -> Response:
+    """My top-ups; ``?refund=<id>`` (a ledger entry's cause) goes to that refund's order."""
     assert v.user is not None
+    if refund is not None:
+        with v.state.db.read() as conn:
+            record = repo.refund_by(conn, public_id=refund)
+            order = repo.order_by_id(conn, int(record["order_id"])) if record else None
+        if order is None or int(order["user_id"]) != v.user.id:
+            raise NotFound(f"no refund {refund}")
+        return RedirectResponse(f"/orders/{order['public_id']}#refund-{refund}", status_code=303)
     with v.state.db.read() as conn:
         rows = repo.list_orders(conn, user_id=v.user.id, status=None, before_id=None, limit=100)
         items = [views.order_out(conn, r, now_us=v.state.now_us()) for r in rows]

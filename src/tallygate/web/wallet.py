@@ -17,7 +17,7 @@ from tallygate.payments import orders
 from tallygate.payments import service as payments
 from tallygate.payments import views as payment_views
 from tallygate.wallet import service as wallet
-from tallygate.web.auth import AnyViewer, SignedIn, Viewer
+from tallygate.web.auth import AnyViewer, LoginRequired, SignedIn, Viewer
 from tallygate.web.render import page
 
 router = APIRouter(include_in_schema=False)
@@ -50,10 +50,16 @@ def cause_link(cause_type: str | None, cause_id: str | None) -> str | None:
         return f"/receipts/{cause_id}"
     if cause_type == "order":
         return f"/?order={cause_id}"
+    if cause_type == "refund":
+        return f"/orders?refund={cause_id}"
+    if cause_type == "redemption":
+        return f"/redeem#redemption-{cause_id}"
     return None
 
 
-def _post_payment(request: Request, v: Viewer, order_id: str) -> Any:
+def _post_payment(request: Request, v: Viewer, order_id: str) -> tuple[Any, Any]:
+    """The order's post-payment state (asking the provider first while it is unfinished) and
+    the order itself (its actions, refunds, transfer reference and reason)."""
     assert v.user is not None
     with v.state.db.read() as conn:
         order = orders.get(conn, order_id, user_id=v.user.id)
@@ -64,7 +70,9 @@ def _post_payment(request: Request, v: Viewer, order_id: str) -> Any:
         except TallygateError:
             pass  # the provider could not be asked now: the page shows the order as it stands
     with v.state.db.read() as conn:
-        return payment_views.payment_state(conn, v.state.ledger, orders.get(conn, order_id))
+        row = orders.get(conn, order_id)
+        state = payment_views.payment_state(conn, v.state.ledger, row)
+        return state, payment_views.order_out(conn, row, now_us=v.state.now_us())
 
 
 def day(text: str, field: str) -> dt.date | None:
@@ -83,15 +91,19 @@ def home(
     v: AnyViewer,
     order: Annotated[str | None, Query(min_length=5, max_length=40)] = None,
     welcome: Annotated[str | None, Query(max_length=4)] = None,
+    canceled: Annotated[str | None, Query(max_length=4)] = None,
 ) -> Response:
     if v.user is None:
+        if order:
+            raise LoginRequired()  # back from a checkout signed out: sign in, then the panel
         return RedirectResponse("/login", status_code=303)
-    paid = _post_payment(request, v, order) if order else None
+    paid, paid_order = _post_payment(request, v, order) if order else (None, None)
     with v.state.db.read() as conn:
         w = wallet.get_wallet(conn, v.state.ledger, v.user.id)
         recent = {
             b: wallet.history(conn, user_id=v.user.id, bucket=b, limit=RECENT) for b in BUCKETS
         }
+        expiring = wallet.expiring_credit(conn, v.user.id, v.state.now_us())
         low_buckets = [b for b in w.buckets if b.available_nanos < LOW_BALANCE_NANOS]
         typical = {}
         if low_buckets:
@@ -111,9 +123,12 @@ def home(
         nav="wallet",
         wallet=w,
         recent=recent,
+        expiring=expiring,
         low=LOW_BALANCE_NANOS,
         typical=typical,
         paid=paid,
+        paid_order=paid_order,
+        left_checkout=bool(canceled),
         welcome=bool(welcome),
         cause_link=cause_link,
     )
@@ -155,5 +170,7 @@ def ledger(
         kind=kind or "",
         since=first.isoformat() if first else "",
         until=last.isoformat() if last else "",
+        # the exports take a half-open range: up to the day after the last one shown
+        export_until=f"{(last + dt.timedelta(days=1)).isoformat()}T00:00:00Z" if last else "",
         cause_link=cause_link,
     )

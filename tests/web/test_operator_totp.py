@@ -1,0 +1,155 @@
+"""Operators' sign-in on the pages: the password, then a TOTP code (the session exists only
+after it); a first sign-in sets up the second factor; wrong codes are counted by the login
+limit, which every process shares through the database. Both databases, real servers."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from tallygate.kit.clock import to_epoch_us
+from tallygate.users import totp
+from tests.fixtures.factories import PASSWORD, totp_code
+from tests.fixtures.server import AppFactory, LiveServer, serving
+from tests.web.helpers import csrf_of, signed_in, submit
+
+
+def password_step(client: httpx.Client, email: str, next: str = "/") -> httpx.Response:
+    return submit(client, "/login", "/login", email=email, password=PASSWORD, next=next)
+
+
+def now_code(live: LiveServer) -> str:
+    return totp_code(to_epoch_us(live.clock.now()))
+
+
+class TestSecondStep:
+    def test_the_session_starts_only_after_the_code(self, live: LiveServer) -> None:
+        live.make.operator(email="op@example.com")
+        with live.client() as client:
+            first = password_step(client, "op@example.com", next="/operator")
+            assert first.status_code == 303 and first.headers["location"] == "/login/totp"
+            assert "tallygate_session" not in client.cookies
+            assert "tallygate_2fa=" in first.headers["set-cookie"]
+            assert "HttpOnly" in first.headers["set-cookie"]
+            # nothing opens yet
+            assert client.get("/operator").status_code == 303
+            form = client.get("/login/totp")
+            assert "Enter your code" in form.text and 'autocomplete="one-time-code"' in form.text
+            wrong = submit(client, "/login/totp", "/login/totp", code="000000")
+            assert wrong.status_code == 401 and "invalid second-factor code" in wrong.text
+            assert "tallygate_session" not in client.cookies
+            done = submit(client, "/login/totp", "/login/totp", code=now_code(live))
+            assert done.status_code == 303 and done.headers["location"] == "/operator"
+            assert client.get("/operator").status_code == 200
+
+    def test_a_code_is_not_accepted_twice(self, live: LiveServer) -> None:
+        live.make.operator(email="op@example.com")
+        code = now_code(live)
+        with live.client() as first:
+            password_step(first, "op@example.com")
+            assert submit(first, "/login/totp", "/login/totp", code=code).status_code == 303
+        with live.client() as second:
+            password_step(second, "op@example.com")
+            replay = submit(second, "/login/totp", "/login/totp", code=code)
+            assert replay.status_code == 401 and "already used" in replay.text
+            live.clock.advance(30)
+            assert (
+                submit(second, "/login/totp", "/login/totp", code=now_code(live)).status_code == 303
+            )
+
+    def test_no_code_page_without_the_password_and_no_forged_challenge(
+        self, live: LiveServer
+    ) -> None:
+        live.make.operator(email="op@example.com")
+        with live.client() as client:
+            assert client.get("/login/totp").headers["location"] == "/login"
+            client.cookies.set("tallygate_2fa", "v1.forged.cookie", path="/login")
+            assert client.get("/login/totp").headers["location"] == "/login"
+            login = client.get("/login")
+            token = re.search(r'name="csrf_token" value="([^"]+)"', login.text)
+            assert token
+            posted = client.post(
+                "/login/totp", data={"csrf_token": token.group(1), "code": now_code(live)}
+            )
+            assert (
+                posted.status_code == 401 and "enter your email and password again" in posted.text
+            )
+            assert "tallygate_session" not in client.cookies
+
+    def test_the_challenge_expires_after_five_minutes(self, live: LiveServer) -> None:
+        live.make.operator(email="op@example.com")
+        with live.client() as client:
+            password_step(client, "op@example.com")
+            token = csrf_of(client.get("/login/totp"))
+            live.clock.advance(301)
+            late = client.post("/login/totp", data={"csrf_token": token, "code": now_code(live)})
+            assert late.status_code == 401 and "expired" in late.text
+            assert "tallygate_session" not in client.cookies
+
+    def test_a_user_signs_in_with_the_password_alone(self, live: LiveServer) -> None:
+        live.make.user(email="ann@example.com")
+        with live.client() as client:
+            done = password_step(client, "ann@example.com")
+            assert done.status_code == 303 and done.headers["location"] == "/"
+            assert "tallygate_session" in client.cookies
+
+    def test_the_helper_signs_an_operator_in(self, live: LiveServer) -> None:
+        live.make.operator(email="op@example.com")
+        client = signed_in(live, "op@example.com")
+        try:
+            assert client.get("/operator").status_code == 200
+        finally:
+            client.close()
+
+
+class TestEnrolment:
+    def test_a_first_sign_in_shows_a_secret_and_needs_a_code_from_it(
+        self, live: LiveServer
+    ) -> None:
+        live.make.operator(email="new-op@example.com", totp_secret=None)
+        with live.client() as client:
+            first = password_step(client, "new-op@example.com", next="/operator")
+            assert first.headers["location"] == "/login/totp/enrol"
+            page = client.get("/login/totp/enrol")
+            assert "Set up your second factor" in page.text
+            secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
+            assert secret
+            uri = totp.provisioning_uri(secret.group(1), "new-op@example.com")
+            assert uri.replace("&", "&amp;") in page.text
+            wrong = submit(client, "/login/totp/enrol", "/login/totp", code="123456")
+            assert wrong.status_code == 401 and "does not match" in wrong.text
+            assert secret.group(1) in wrong.text  # still shown, to try again
+            code = totp.code_at(secret.group(1), to_epoch_us(live.clock.now()))
+            done = submit(client, "/login/totp/enrol", "/login/totp", code=code)
+            assert done.status_code == 303 and done.headers["location"] == "/operator"
+            assert client.get("/operator").status_code == 200
+        # from now on the same secret is asked for, and the setup page is not shown again
+        live.clock.advance(30)
+        with live.client() as client:
+            assert password_step(client, "new-op@example.com").headers["location"] == "/login/totp"
+            code = totp.code_at(secret.group(1), to_epoch_us(live.clock.now()))
+            assert submit(client, "/login/totp", "/login/totp", code=code).status_code == 303
+
+
+class TestSharedLimit:
+    def test_wrong_codes_count_and_every_process_sees_the_lockout(
+        self, live: LiveServer, make_app: AppFactory
+    ) -> None:
+        live.make.operator(email="op@example.com")
+        with serving(make_app()) as other_url:
+            with live.client() as client:
+                password_step(client, "op@example.com")
+                for _ in range(10):
+                    wrong = submit(client, "/login/totp", "/login/totp", code="000000")
+                    assert wrong.status_code == 401
+                locked = submit(client, "/login/totp", "/login/totp", code=now_code(live))
+                assert locked.status_code == 429 and "too many failed sign-ins" in locked.text
+            # another process over the same database refuses the password step too
+            with httpx.Client(base_url=other_url, timeout=10) as elsewhere:
+                refused = password_step(elsewhere, "op@example.com")
+                assert refused.status_code == 429
+                assert refused.headers["retry-after"] == "600"
+            live.clock.advance(601)
+            with httpx.Client(base_url=other_url, timeout=10) as elsewhere:
+                assert password_step(elsewhere, "op@example.com").status_code == 303
