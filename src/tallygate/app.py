@@ -196,7 +196,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(catalog.router)
     app.include_router(payments.router)
     app.include_router(payment_pages.router)
-    app.include_router(research_api.router, include_in_schema=False)
+    app.include_router(research_api.router)
     app.include_router(admin_api())
     web.install(app)
     return app

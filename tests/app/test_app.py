@@ -129,6 +129,13 @@ class TestOpenAPI:
             "/api/receipts",
             "/api/receipts/{request_id}",
             "/api/receipts/{request_id}/adjustments",
+            "/api/research/estimate",
+            "/api/research/runs",
+            "/api/research/runs/{run_id}",
+            "/api/research/runs/{run_id}/events",
+            "/api/research/runs/{run_id}/report",
+            "/api/research/runs/{run_id}/report.html",
+            "/api/research/runs/{run_id}/report.md",
             "/api/wallet",
             "/api/wallet/ledger",
         }

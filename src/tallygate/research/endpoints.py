@@ -15,24 +15,23 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from sqlalchemy import select
-from starlette.datastructures import UploadFile
 
 from tallygate.errors import BadRequest, Forbidden, Unauthorized
 from tallygate.keys import scopes
 from tallygate.keys.service import KEY_PREFIX, key_hash
 from tallygate.models.keys import api_keys
-from tallygate.research import inputs, runs, workflow
+from tallygate.research import inputs, runs, service
 from tallygate.research import report as reports
 from tallygate.research import repository as repo
 from tallygate.research.html import standalone
 from tallygate.research.runs import RunRequest
-from tallygate.state import AppState, ReadConn, State
+from tallygate.state import ReadConn, State
 from tallygate.users import service as users
 from tallygate.users.dependencies import current_session, presented_token
 from tallygate.users.service import User
 
 router = APIRouter(prefix="/api/research", tags=["research"])
-RunId = Annotated[str, Path(max_length=32, pattern=r"^rr_[0-9a-f]{24}$")]
+RunId = Annotated[str, Path(max_length=32, pattern=runs.RUN_ID_PATTERN)]
 POLL_SECONDS = 0.25
 
 
@@ -66,26 +65,7 @@ async def _request(request: Request) -> RunRequest:
     if ctype.startswith("multipart/form-data") or ctype.startswith(
         "application/x-www-form-urlencoded"
     ):
-        form = await request.form()
-        files = []
-        for item in form.getlist("files"):
-            if isinstance(item, UploadFile):
-                files.append(inputs.Upload(item.filename or "upload.csv", await item.read()))
-            elif isinstance(item, str) and item.strip():
-                files.append(inputs.Upload("csv", item))
-
-        def field(name: str) -> str | None:
-            value = form.get(name)
-            return value if isinstance(value, str) else None
-
-        return inputs.run_request(
-            question=field("question"),
-            model=field("model"),
-            route_type=field("route_type"),
-            budget_text=field("budget"),
-            sample=field("sample"),
-            files=files,
-        )
+        return await inputs.from_form(await request.form())
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
@@ -123,37 +103,13 @@ def _within_key(request: Request, key: Any, body: RunRequest) -> None:
         )
 
 
-async def start_run(request: Request, state: AppState, user_id: int, body: RunRequest) -> str:
-    """Prepare (refusing up front, writing nothing), store and start a run: its id."""
-    snapshot = request.app.state.gateway.snapshot
-
-    def create() -> tuple[str, str]:
-        with state.db.begin() as conn:
-            prepared = runs.prepare(conn, state.ledger, snapshot, user_id, body)
-            return runs.create(conn, state.ledger, prepared, user_id=user_id, now_us=state.now_us())
-
-    run_id, key = await anyio.to_thread.run_sync(create)
-    workflow.start(request.app, run_id, key)
-    return run_id
-
-
-def estimate(request: Request, state: AppState, user_id: int, body: RunRequest) -> dict[str, Any]:
-    snapshot = request.app.state.gateway.snapshot
-    with state.db.read() as conn:
-        prepared = runs.prepare(conn, state.ledger, snapshot, user_id, body, refuse=False)
-    details = runs.estimate_details(prepared)
-    details["text"] = runs.estimate_text(prepared)
-    details["balance_below_estimate"] = prepared.available_nanos < prepared.estimate.low_nanos
-    return details
-
-
 @router.post("/runs", status_code=202)
 async def create_run(request: Request, user: ResearchUser, state: State) -> JSONResponse:
     body = await _request(request)
     key = getattr(request.state, "research_key", None)
     if key is not None:
         _within_key(request, key, body)
-    run_id = await start_run(request, state, user.id, body)
+    run_id = await service.start_run(request.app, state, user.id, body)
     with state.db.read() as conn:
         view = runs.run_view(conn, runs.get(conn, run_id, user.id))
     return JSONResponse(view, status_code=202)
@@ -162,7 +118,7 @@ async def create_run(request: Request, user: ResearchUser, state: State) -> JSON
 @router.post("/estimate")
 async def estimate_run(request: Request, user: ResearchUser, state: State) -> dict[str, Any]:
     body = await _request(request)
-    return await anyio.to_thread.run_sync(estimate, request, state, user.id, body)
+    return await anyio.to_thread.run_sync(service.estimate, request.app, state, user.id, body)
 
 
 @router.get("/runs")

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from starlette.datastructures import FormData, UploadFile
+
 from tallygate.errors import BadRequest
 from tallygate.kit.money import parse_amount
 from tallygate.research.data import (
@@ -77,3 +79,28 @@ def run_request(
     cap = budget(budget_text)
     data, source = market_data(sample, files)
     return RunRequest(str(question or ""), model, route_type or None, cap, data, source)
+
+
+async def from_form(form: FormData) -> RunRequest:
+    """A run's inputs from a form post (the console's page, or multipart to the API): fields
+    ``question``, ``model``, ``route_type``, ``budget``, ``sample`` and any ``files`` (an empty
+    file input sends an empty part, which does not count as a file)."""
+    files = []
+    for item in form.getlist("files"):
+        if isinstance(item, UploadFile):
+            files.append(Upload(item.filename or "upload.csv", await item.read()))
+        elif isinstance(item, str) and item.strip():
+            files.append(Upload("csv", item))
+
+    def field(name: str) -> str | None:
+        value = form.get(name)
+        return value if isinstance(value, str) else None
+
+    return run_request(
+        question=field("question"),
+        model=field("model"),
+        route_type=field("route_type"),
+        budget_text=field("budget"),
+        sample=field("sample"),
+        files=files,
+    )

@@ -35,6 +35,7 @@ PROJECT = "research"
 """The project of every research run's key, so its receipts are labelled as research."""
 MAX_QUESTION = 2000
 FINISHED = ("done", "stopped", "failed")
+RUN_ID_PATTERN = r"^rr_[0-9a-f]{24}$"
 COLUMNS = ("open", "high", "low", "close", "volume")
 
 

@@ -46,6 +46,13 @@
     var list = research.querySelector("[data-testid=progress]");
     var spent = research.querySelector("[data-testid=spent]");
     var runStatus = research.querySelector("[data-testid=run-status]");
+    // An exact decimal string ("0.0042135") shown as the money filter shows it ("$0.0042135").
+    var money = function (text, symbol, currency) {
+      var sign = text.charAt(0) === "-" ? "-" : "";
+      var parts = text.replace("-", "").split(".");
+      var digits = parts[0].replace(/\B(?=(\d{3})+(?!\d))/g, ",") + "." + (parts[1] || "00");
+      return sign + (symbol ? symbol + digits : digits + " " + currency);
+    };
     var follow = function () {
       fetch("/api/research/runs/" + research.getAttribute("data-research-run"), { credentials: "same-origin", headers: { Accept: "application/json" } })
         .then(function (r) { return r.ok ? r.json() : null; })
@@ -59,7 +66,7 @@
             list.appendChild(item);
           });
           runStatus.textContent = run.status;
-          spent.textContent = run.spent + " " + run.currency;
+          spent.textContent = money(run.spent, spent.getAttribute("data-symbol"), run.currency);
           if (run.finished) { window.location.reload(); return; }
           setTimeout(follow, 1000);
         }, function () { setTimeout(follow, 3000); });
