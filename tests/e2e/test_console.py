@@ -19,6 +19,7 @@ from tallygate.web.render import money
 from tests.fixtures.browser import Browser
 from tests.fixtures.factories import PASSWORD, totp_code
 from tests.fixtures.gateway import CHAT, ROUTED_CHAT, World, WorldFactory
+from tests.research import helpers as research
 
 HI = [{"role": "user", "content": "hello from the browser test"}]
 
@@ -254,6 +255,7 @@ class TestEveryPage:
             assert made.status_code == 201, made.text
             order_id = made.json()["id"]
             api.post(f"/sandbox/checkout/{order_id}/pay")
+            run_id = research.wait(api, research.start(api).json()["id"])["id"]
         routes = page_routes(world)
         console = [p for p in routes if p.startswith("/operator")]
         user_pages = [p for p in routes if p not in console]
@@ -265,10 +267,20 @@ class TestEveryPage:
             "/topup",
             "/redeem",
             "/playground",
+            "/research",
+            "/research/{run_id}",
         } <= set(routes)
 
         sign_in(browser, world.user.email)
-        self._visit(browser, world, user_pages, "user", request_id=request_id, order_id=order_id)
+        self._visit(
+            browser,
+            world,
+            user_pages,
+            "user",
+            request_id=request_id,
+            order_id=order_id,
+            run_id=run_id,
+        )
         browser.go("/operator")
         assert "operators only" in browser.text("body")
         browser.collect()
@@ -278,8 +290,8 @@ class TestEveryPage:
 
         browser.driver.delete_all_cookies()
         sign_in(browser, world.operator.email, world=world)
-        # the operator's own pages, minus a receipt and an order page of the user console (an
-        # operator has none of their own); the operator console's order and refund pages
+        # the operator's own pages, minus a receipt, an order and a research run page of the user
+        # console (an operator has none of their own); the operator console's order and refund pages
         # show the user's top-up and a refund of part of it
         with world.as_operator() as admin:
             refund = admin.post(
@@ -295,7 +307,9 @@ class TestEveryPage:
         mine = [
             p
             for p in routes
-            if "{request_id}" not in p and ("{order_id}" not in p or p.startswith("/operator"))
+            if "{request_id}" not in p
+            and "{run_id}" not in p
+            and ("{order_id}" not in p or p.startswith("/operator"))
         ]
         self._visit(
             browser,
