@@ -106,11 +106,8 @@ class TestResearchRun:
         assert b.text("[data-testid=total]") == money(total, "USD")
         assert b.text("[data-testid=spent]") == money(total, "USD")
         assert DISCLAIMER in b.text("#report")
-        assert (
-            b.find("[data-testid=download-md]")
-            .get_attribute("href")
-            .endswith(f"/api/research/runs/{run_id}/report.md")
-        )
+        download = str(b.find("[data-testid=download-md]").get_attribute("href"))
+        assert download.endswith(f"/api/research/runs/{run_id}/report.md")
         b.screenshot("research-report")
 
         # a step's receipt opens from the cost table

@@ -228,6 +228,17 @@ class TestRefusals:
         assert world.balance(poor, "credit") == 1_000
         _nothing_charged(world, entries, poor)
 
+    def test_a_cap_below_the_estimate_is_refused_with_the_estimate(self, world: World) -> None:
+        entries = len(research_rows(world, "entries"))
+        with _client(world) as client:
+            refused = _post(client, budget="0.000001")
+        assert refused.status_code == 400
+        assert _alert(refused).startswith("the budget cap 0.000001 USD is below this run's")
+        assert 'data-testid="estimate-low">' in refused.text
+        assert 'data-testid="low-balance"' not in refused.text  # the balance is not the problem
+        _nothing_charged(world, entries)
+        assert world.balance(bucket="credit") == START_BALANCE
+
     def test_a_form_without_its_csrf_token_is_refused(self, world: World) -> None:
         entries = len(research_rows(world, "entries"))
         with _client(world) as client:
