@@ -19,7 +19,7 @@ from tallygate.research.report import DISCLAIMER
 from tallygate.web.render import money
 from tests.e2e.test_console import sign_in
 from tests.fixtures.browser import Browser
-from tests.fixtures.gateway import OFFICIAL_CHAT, START_BALANCE, World
+from tests.fixtures.gateway import OFFICIAL_CHAT, ROUTED_CHAT, START_BALANCE, World
 
 STEP_DELAY_SECONDS = 0.6
 """Each model step waits this long at the upstream, so the run takes a few seconds to watch."""
@@ -61,8 +61,17 @@ class TestResearchRun:
         assert b.text("[data-testid=disclaimer]") == DISCLAIMER
         assert "between" in b.text("[data-testid=estimate]")
         assert not b.driver.find_elements(By.CSS_SELECTOR, "[data-testid=low-balance]")
+        # the estimate follows the model chosen: the routed route is paid from the Routed balance
+        for model, paid_from in ((ROUTED_CHAT, "Routed balance"), (OFFICIAL_CHAT, "Credit")):
+            Select(b.find("#model")).select_by_value(model)
+            WebDriverWait(b.driver, 10, ignored_exceptions=[StaleElementReferenceException]).until(
+                lambda d, paid_from=paid_from: (
+                    f"paid from your {paid_from}"
+                    in d.find_element(By.CSS_SELECTOR, "[data-testid=estimate]").text
+                )
+            )
+        assert "$" in b.text("[data-testid=estimate-low]")
         Select(b.find("#sample")).select_by_value("two-tickers")
-        Select(b.find("#model")).select_by_value(OFFICIAL_CHAT)
         b.fill("#budget", "1")
         b.screenshot("research-form")
         b.submit("button[value=start]")

@@ -40,6 +40,31 @@
     };
     setTimeout(ask, 2000);
   }
+  // Research form: when the data or the model changes, ask the server for the estimate (the
+  // form's own "Estimate cost" post, CSRF token included) and show its answer in place.
+  var researchForm = document.querySelector("form[data-testid=research-form]");
+  var estimateBox = document.getElementById("research-estimate");
+  if (researchForm && estimateBox && window.fetch && window.FormData && window.DOMParser) {
+    var asked = 0;
+    var reestimate = function () {
+      var mine = ++asked;
+      var body = new FormData(researchForm);
+      body.set("action", "estimate");
+      estimateBox.setAttribute("aria-busy", "true");
+      fetch(researchForm.getAttribute("action"), { method: "POST", body: body, credentials: "same-origin" })
+        .then(function (r) { return r.text(); })
+        .then(function (html) {
+          if (mine !== asked) return;  // a later change is on its way
+          var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("research-estimate");
+          if (fresh) estimateBox.innerHTML = fresh.innerHTML;
+          estimateBox.removeAttribute("aria-busy");
+        }, function () { estimateBox.removeAttribute("aria-busy"); });
+    };
+    ["sample", "files", "model"].forEach(function (id) {
+      var field = document.getElementById(id);
+      if (field) field.addEventListener("change", reestimate);
+    });
+  }
   // Research run: follow its progress events until it ends, then show the report.
   var research = document.querySelector("[data-research-run][data-finished=false]");
   if (research && window.fetch) {
