@@ -135,22 +135,7 @@ def list_events(tx: Tx, *, limit: int = 100, before_seq: int | None = None) -> l
         "prev_hash, hash FROM audit_events WHERE seq < ? ORDER BY seq DESC LIMIT ?",
         (before_seq if before_seq is not None else 2**62, limit),
     )
-    return [
-        AuditEvent(
-            int(r[0]),
-            int(r[1]),
-            str(r[2]),
-            str(r[3]),
-            str(r[4]),
-            str(r[5]),
-            orjson.loads(r[6]) if r[6] else None,
-            orjson.loads(r[7]) if r[7] else None,
-            str(r[8]),
-            str(r[9]),
-            str(r[10]),
-        )
-        for r in rows
-    ]
+    return [_event(r) for r in rows]
 
 
 def search(
