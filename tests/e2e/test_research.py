@@ -6,6 +6,7 @@ and nothing requested outside 127.0.0.1."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from selenium import webdriver
@@ -132,3 +133,30 @@ class TestResearchRun:
         assert run_id in b.text("[data-testid=runs]")
         assert b.console_errors == [], b.console_errors
         assert b.failed == [], b.failed
+
+
+class TestMalformedUpload:
+    def test_a_malformed_csv_is_named_when_chosen_and_starting_it_charges_nothing(
+        self, browser: Browser, world: World, tmp_path: Path
+    ) -> None:
+        b = browser
+        bad = tmp_path / "prices.csv"
+        bad.write_text("date,symbol,open,close\n2026-01-02,ACME,1,1\n2026-01-05,ACME,1,1\n")
+        sign_in(b, world.user.email)
+        b.go("/research")
+        b.find("#files").send_keys(str(bad))
+        # the estimate asked for in place names the problem at once
+        WebDriverWait(b.driver, 10, ignored_exceptions=[StaleElementReferenceException]).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=research-error]")
+        )
+        message = "prices.csv: missing columns: high, low, volume"
+        assert b.text("[data-testid=research-error]").startswith(message)
+        assert b.driver.current_url.endswith("/research")
+        b.submit("button[value=start]")
+        assert b.text("[data-testid=research-error]").startswith(message)
+        assert "Traceback" not in b.driver.page_source
+        b.screenshot("research-malformed-csv")
+        assert world.receipts() == [] and world.balance(bucket="credit") == START_BALANCE
+        b.collect()
+        assert b.console_errors == [] or all("400" in e for e in b.console_errors)
+        assert b.failed and all(f.startswith("400 ") for f in b.failed)  # the refusals
