@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,12 +54,10 @@ def _where(f: Filters, time_col: str, mapping: dict[str, str]) -> tuple[str, dic
     return " AND ".join(clauses), params
 
 
-def _stream(
-    conn: Connection, sql: str, params: dict[str, Any], batch: int = 2000
-) -> Iterator[dict[str, Any]]:
-    """Rows as dicts, fetched ``batch`` at a time straight from the driver's cursor on the
-    connection's own transaction (so inside its snapshot): a server-side (named) cursor on
-    PostgreSQL (fetched ``batch`` rows per round trip), SQLite's lazily stepped cursor.
+@contextmanager
+def _cursor(conn: Connection, sql: str, params: dict[str, Any]) -> Iterator[Any]:
+    """The driver's own cursor on the connection's own transaction (so inside its snapshot),
+    executed: a server-side (named) cursor on PostgreSQL, SQLite's lazily stepped cursor.
     SQLAlchemy's result layer is skipped: per row it cost more than the rest of the export."""
     raw = conn.connection.dbapi_connection
     assert raw is not None
@@ -69,15 +68,29 @@ def _stream(
         cursor = raw.cursor()
     try:
         cursor.execute(sql, params)
-        names = [d[0] for d in cursor.description]
-        while True:
-            chunk = cursor.fetchmany(batch)
-            if not chunk:
-                return
-            for values in chunk:
-                yield dict(zip(names, values, strict=True))
+        yield cursor
     finally:
         cursor.close()
+
+
+def _chunks(
+    conn: Connection, sql: str, params: dict[str, Any], batch: int = 2000
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows as the driver's tuples, ``batch`` at a time (one round trip each on PostgreSQL)."""
+    with _cursor(conn, sql, params) as cursor:
+        while chunk := cursor.fetchmany(batch):
+            yield chunk
+
+
+def _stream(
+    conn: Connection, sql: str, params: dict[str, Any], batch: int = 2000
+) -> Iterator[dict[str, Any]]:
+    """Rows as dicts, fetched ``batch`` at a time."""
+    with _cursor(conn, sql, params) as cursor:
+        names = [d[0] for d in cursor.description]
+        while chunk := cursor.fetchmany(batch):
+            for values in chunk:
+                yield dict(zip(names, values, strict=True))
 
 
 # ---- requests -------------------------------------------------------------------------------
@@ -126,8 +139,8 @@ REQUEST_COLUMNS = [
 ]
 
 
-def request_rows(conn: Connection, f: Filters) -> Iterator[dict[str, Any]]:
-    where, params = _where(
+def _request_where(f: Filters) -> tuple[str, dict[str, Any]]:
+    return _where(
         f,
         "r.created_at",
         {
@@ -140,9 +153,20 @@ def request_rows(conn: Connection, f: Filters) -> Iterator[dict[str, Any]]:
             "bucket": "r.bucket",
         },
     )
+
+
+def _request_lookups(
+    conn: Connection,
+) -> tuple[dict[int, str], dict[int, str], dict[str, tuple[int, str]]]:
+    """User e-mails, key prefixes and request adjustments: they grow with users and keys."""
     emails = {int(i): str(e) for i, e in conn.execute(text("SELECT id, email FROM users"))}
     prefixes = {int(i): str(p) for i, p in conn.execute(text("SELECT id, prefix FROM api_keys"))}
-    adjustments = _adjustments(conn)
+    return emails, prefixes, _adjustments(conn)
+
+
+def request_rows(conn: Connection, f: Filters) -> Iterator[dict[str, Any]]:
+    where, params = _request_where(f)
+    emails, prefixes, adjustments = _request_lookups(conn)
     sql = (
         "SELECT r.request_id, r.created_at, r.user_id, r.project, r.key_label, r.key_id, "
         "r.endpoint, r.model, r.api_model_id, r.upstream_model, r.route_type, "
@@ -172,6 +196,119 @@ def request_rows(conn: Connection, f: Filters) -> Iterator[dict[str, Any]]:
         row["ttft_ms"] = ttft // 1000 if ttft is not None else None
         row["attempt_details"] = attempts
         yield row
+
+
+def request_batches(conn: Connection, f: Filters) -> Iterator[list[tuple[Any, ...]]]:
+    """The request export's rows as tuples in ``REQUEST_COLUMNS`` order, a fetch at a time:
+    the CSV path (``formats.csv_batches``). The same values as ``request_rows``, which the
+    JSON Lines path uses (it also carries the attempts themselves); the database counts the
+    attempts and picks the backup channel, the lookups fill in e-mail, key prefix and
+    adjustment."""
+    where, params = _request_where(f)
+    emails, prefixes, adjustments = _request_lookups(conn)
+    pg = conn.dialect.name == "postgresql"
+    attempts = (
+        "COALESCE(json_array_length(NULLIF(r.attempts_json, '')::json), 0)"
+        if pg
+        else "CASE WHEN r.attempts_json = '' THEN 0 ELSE json_array_length(r.attempts_json) END"
+    )
+    sql = (
+        "SELECT r.request_id, r.created_at, r.user_id, r.project, r.key_label, r.key_id, "
+        "r.endpoint, r.model, r.api_model_id, r.upstream_model, r.route_type, "
+        "r.primary_channel, CASE WHEN r.backup_used <> 0 THEN r.channel ELSE '' END, "
+        f"{attempts}, r.input_tokens, r.output_tokens, r.cached_tokens, r.usage_basis, "
+        "r.price_version_id, r.input_per_m_nanos, r.output_per_m_nanos, "
+        "r.cached_input_per_m_nanos, r.charge_nanos, r.currency, r.bucket, "
+        "r.balance_after_nanos, r.status, r.http_status, r.failure_class, r.charge_policy, "
+        "r.entry_id, r.latency_us, r.ttft_us, r.streamed, r.client_disconnected, r.error_code "
+        "FROM receipts r WHERE " + where + " ORDER BY r.created_at, r.id"
+    )
+    email = emails.get
+    prefix = prefixes.get
+    adjustment = adjustments.get
+    for chunk in _chunks(conn, sql, params):
+        yield [
+            (
+                rid,
+                at,
+                uid,
+                email(uid, ""),
+                project,
+                label,
+                prefix(kid, "") if kid else "",
+                endpoint,
+                model,
+                api_model,
+                upstream,
+                route,
+                primary,
+                backup,
+                n,
+                n - 1 if n > 1 else 0,
+                tin,
+                tout,
+                tcached,
+                basis,
+                version,
+                pin,
+                pout,
+                pcached,
+                charge,
+                currency,
+                bucket,
+                balance,
+                status,
+                http,
+                failure,
+                policy,
+                entry,
+                adj[0] if (adj := adjustment(rid)) else None,
+                adj[1] if adj else "",
+                latency // 1000,
+                None if ttft is None else ttft // 1000,
+                streamed,
+                disconnected,
+                error,
+            )
+            for (
+                rid,
+                at,
+                uid,
+                project,
+                label,
+                kid,
+                endpoint,
+                model,
+                api_model,
+                upstream,
+                route,
+                primary,
+                backup,
+                n,
+                tin,
+                tout,
+                tcached,
+                basis,
+                version,
+                pin,
+                pout,
+                pcached,
+                charge,
+                currency,
+                bucket,
+                balance,
+                status,
+                http,
+                failure,
+                policy,
+                entry,
+                latency,
+                ttft,
+                streamed,
+                disconnected,
+                error,
+            ) in chunk
+        ]
 
 
 def _adjustments(conn: Connection) -> dict[str, tuple[int, str]]:
@@ -641,6 +778,9 @@ def redemption_rows(conn: Connection, f: Filters) -> Iterator[dict[str, Any]]:
             row["lot_expired"] = row["expired"] or 0
         yield row
 
+
+# Exports with a positional CSV path (``formats.csv_batches``): the large ones.
+CSV_BATCHES: dict[str, Any] = {"requests": request_batches}
 
 EXPORTS: dict[str, tuple[list[Col], Any, tuple[str, ...]]] = {
     "requests": (REQUEST_COLUMNS, request_rows, ("attempt_details",)),

@@ -10,7 +10,7 @@ from typing import Any
 from tallygate.db.engine import Database
 from tallygate.errors import BadRequest, Forbidden
 from tallygate.exports import formats
-from tallygate.exports.queries import EXPORTS, LEDGER_COLUMNS, Filters, ledger_rows
+from tallygate.exports.queries import CSV_BATCHES, EXPORTS, LEDGER_COLUMNS, Filters, ledger_rows
 from tallygate.exports.statement import statement
 from tallygate.kit.clock import to_epoch_us
 
@@ -41,11 +41,12 @@ def check(name: str, fmt: str, allowed: tuple[str, ...]) -> None:
 def stream(db: Database, name: str, fmt: str, filters: Filters) -> Iterator[bytes]:
     columns, rows_of, extra = EXPORTS[name]
     with db.snapshot() as conn:
-        rows = rows_of(conn, filters)
-        if fmt == "csv":
-            yield from formats.csv_lines(columns, rows)
+        if fmt == "csv" and name in CSV_BATCHES:
+            yield from formats.csv_batches(columns, CSV_BATCHES[name](conn, filters))
+        elif fmt == "csv":
+            yield from formats.csv_lines(columns, rows_of(conn, filters))
         else:
-            yield from formats.jsonl_lines(columns, rows, extra)
+            yield from formats.jsonl_lines(columns, rows_of(conn, filters), extra)
 
 
 def statement_with_rows(
