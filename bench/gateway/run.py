@@ -1035,17 +1035,20 @@ def pg_settings() -> str:
 
 
 def main() -> None:
+    global CONCURRENCY
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="2 s per cell instead of 8")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=float)
     ap.add_argument("--targets", default="direct,floor,tallygate-sqlite,tallygate-pg,litellm")
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--concurrency", default="1,16,64", help="a subset, e.g. 1,16")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--profile-seconds", type=float, default=15)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--out", help="directory for raw results (default: a new one under /tmp)")
     args = ap.parse_args()
+    CONCURRENCY = tuple(int(c) for c in args.concurrency.split(","))
     duration = args.duration or (2.0 if args.quick else 8.0)
     wanted = args.targets.split(",")
     modes = args.modes.split(",")

@@ -16,7 +16,12 @@ On PostgreSQL, a batch made only of calls marked ``relaxed_commit`` (reservation
 holds, which move no money) commits with ``synchronous_commit = off``: the commit returns
 before its WAL reaches the disk. A crash of the database server can then lose the last
 holds, never a settlement (a settlement's synchronous commit flushes every earlier WAL record,
-so a settlement can never outlive its hold). docs/decisions/0006-relaxed-hold-commits.md."""
+so a settlement can never outlive its hold). docs/decisions/0006-relaxed-hold-commits.md.
+
+On PostgreSQL, BEGIN (and that SET LOCAL) are not sent on their own: they go out in one psycopg
+pipeline with the transaction's first statement (``Tx.prefix``), so a one-statement ledger call
+is two round trips (BEGIN + statement, COMMIT) instead of three or four
+(docs/decisions/0015-gateway-fixed-costs.md)."""
 
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ T = TypeVar("T")
 # (fn, args, kwargs, future, loop): an asyncio future and its loop, or a concurrent future.
 _Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any, Any]
 _STOP = object()
+_BEGIN = ("BEGIN",)
+_RELAXED_BEGIN = ("BEGIN", "SET LOCAL synchronous_commit = off")
 
 
 class LedgerExecutor:
@@ -143,10 +150,25 @@ class LedgerExecutor:
 
     def _begin(self, calls: list[_Call]) -> Tx:
         raw = self._connection()
-        self._exec("BEGIN" if self._postgres else "BEGIN IMMEDIATE")
-        if self._postgres and all(getattr(c[0], "relaxed_commit", False) for c in calls):
-            self._exec("SET LOCAL synchronous_commit = off")
-        return Tx(raw, postgres=self._postgres, fault=self._fault)
+        if not self._postgres:
+            self._exec("BEGIN IMMEDIATE")
+            return Tx(raw, postgres=False, fault=self._fault)
+        # PostgreSQL: BEGIN (and SET LOCAL) are held back and sent in one pipeline with the
+        # transaction's first statement — one round trip instead of two or three.
+        relaxed = all(getattr(c[0], "relaxed_commit", False) for c in calls)
+        return Tx(
+            raw,
+            postgres=True,
+            fault=self._fault,
+            prefix=_RELAXED_BEGIN if relaxed else _BEGIN,
+        )
+
+    def _end(self, tx: Tx, statement: str) -> None:
+        """COMMIT or ROLLBACK — nothing at all when the transaction never sent a statement."""
+        if tx.prefix:
+            tx.prefix = ()
+            return
+        self._exec(statement)
 
     def _run_one(self, call: _Call) -> tuple[Any, BaseException | None]:
         fn, args, kwargs, _future, _loop = call
@@ -154,12 +176,12 @@ class LedgerExecutor:
         try:
             result = fn(tx, *args, **kwargs)
         except TallygateError as exc:
-            self._exec("ROLLBACK")
+            self._end(tx, "ROLLBACK")
             return None, exc
         except BaseException:
-            self._exec("ROLLBACK")
+            self._end(tx, "ROLLBACK")
             raise
-        self._exec("COMMIT")
+        self._end(tx, "COMMIT")
         return result, None
 
     def _run_batch(self, batch: list[_Call]) -> list[tuple[Any, BaseException | None]]:
@@ -171,9 +193,9 @@ class LedgerExecutor:
                     outcomes.append((fn(tx, *args, **kwargs), None))
                 except TallygateError as exc:  # refused before writing anything
                     outcomes.append((None, exc))
-            self._exec("COMMIT")
+            self._end(tx, "COMMIT")
         except BaseException:
-            self._exec("ROLLBACK")
+            self._end(tx, "ROLLBACK")
             raise
         return outcomes
 

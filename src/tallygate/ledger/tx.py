@@ -15,15 +15,35 @@ Row = tuple[Any, ...]
 class Tx:
     """One open transaction. ``postgres`` selects placeholder style and row-lock clauses."""
 
-    __slots__ = ("conn", "postgres", "fault", "_sql")
+    __slots__ = ("conn", "postgres", "fault", "_sql", "prefix")
 
     def __init__(
-        self, conn: Any, *, postgres: bool, fault: Callable[[str], None] | None = None
+        self,
+        conn: Any,
+        *,
+        postgres: bool,
+        fault: Callable[[str], None] | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.conn = conn
         self.postgres = postgres
         self.fault = fault
         self._sql: dict[str, str] = {}
+        self.prefix = prefix
+        """PostgreSQL, from the ledger executor: statements (``BEGIN`` …) not sent yet. They go
+        out in one pipeline with the first statement of the transaction — one round trip for
+        both (decision 0015); empty once sent."""
+
+    def _execute(self, cur: Any, sql: str, params: Sequence[Any]) -> None:
+        if not self.prefix:
+            cur.execute(self._q(sql), params)
+            return
+        prefix, self.prefix = self.prefix, ()
+        with self.conn.pipeline():
+            for statement in prefix:
+                self.conn.execute(statement)
+            cur.execute(self._q(sql), params)
+        # Leaving the pipeline synced it: every result (and any error) has arrived.
 
     def _q(self, sql: str) -> str:
         if not self.postgres:
@@ -41,7 +61,7 @@ class Tx:
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         cur = self.conn.cursor()
         try:
-            cur.execute(self._q(sql), params)
+            self._execute(cur, sql, params)
             row = cur.fetchone()
             return tuple(row) if row is not None else None
         finally:
@@ -50,7 +70,7 @@ class Tx:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         cur = self.conn.cursor()
         try:
-            cur.execute(self._q(sql), params)
+            self._execute(cur, sql, params)
             return [tuple(r) for r in cur.fetchall()]
         finally:
             cur.close()
@@ -58,17 +78,24 @@ class Tx:
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         cur = self.conn.cursor()
         try:
-            cur.execute(self._q(sql), params)
+            self._execute(cur, sql, params)
             return int(cur.rowcount)
         finally:
             cur.close()
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.flush()
         cur = self.conn.cursor()
         try:
             cur.executemany(self._q(sql), list(rows))
         finally:
             cur.close()
+
+    def flush(self) -> None:
+        """Send the statements still held back (``prefix``) on their own."""
+        prefix, self.prefix = self.prefix, ()
+        for statement in prefix:
+            self.conn.execute(statement)
 
     def point(self, name: str) -> None:
         """A fault-injection point (tests only; a no-op unless a fault hook is configured)."""
