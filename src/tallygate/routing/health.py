@@ -22,6 +22,18 @@ from tallygate.kit.clock import Clock
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
+CHANNEL_FAULT_STATUS = frozenset({401, 403})
+"""Upstream client errors that blame the channel, not the request: its secret is wrong or its
+account may not use the model (docs/decisions/0019)."""
+
+
+def blames_channel(status: int) -> bool:
+    """Does an upstream HTTP error count against the channel's route health (and move the
+    request on to the next channel)? Yes for 401/403 (a bad channel secret or account), 408, 429
+    and 5xx; no for any other 4xx — the request itself is wrong, every channel would refuse it,
+    and one client's bad requests must never open a circuit for everyone."""
+    return status in CHANNEL_FAULT_STATUS or status in (408, 429) or status >= 500
+
 
 @dataclass
 class _Route:
