@@ -28,9 +28,18 @@ Chat prompts (``/v1/chat/completions``), after OpenAI's per-message overhead::
 
     content_tokens(str)  = count(str)
     content_tokens(list) = sum over parts: count(part.text) for a text part
-                           (type text / input_text / output_text), 85 for any other part
-                           (image_url, input_image, input_audio, file ...)
+                           (type text / input_text / output_text), image_tokens(part) for an
+                           image part (image_url / input_image / image), 85 for any other part
+                           (input_audio, file ...)
     content_tokens(None) = 0
+
+Images are counted as OpenAI counts them, by the very function the gateway estimates them with
+(:func:`tallygate.billing.tokens.image_tokens`: 85 at ``detail: "low"``, otherwise 85 + 170 per
+512-px tile of the image scaled to fit 2048 × 2048 and then to a shortest side of at most 768; an
+image whose size cannot be read from its ``data:`` URI counts the most tiles any image can cost),
+so the demo reports exactly what the gateway would estimate. That is what the demo upstream passes
+as ``image_tokens``; without it (``image_tokens=None``) every image is a flat 85, the base formula
+that openai-like test upstreams build their own image accounting on.
 
 Tools, ``response_format`` and other request fields are not counted.
 
@@ -48,8 +57,10 @@ earlier response (its input plus output tokens) is added, as the real API bills 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+from tallygate.billing import tokens as estimator
 
 PIECE_PATTERN = r"\s?\w+|\s?[^\w\s]|\s+"
 """The documented piece regex. :data:`_PIECE` is the same regex with groups to tell pieces apart."""
@@ -63,6 +74,14 @@ NON_TEXT_PART_TOKENS = 85
 """Tokens charged for an image (or any other non-text) content part."""
 
 _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
+_IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})
+
+ImageCounter = Callable[[Mapping[str, Any]], int]
+
+
+def image_tokens(part: Mapping[str, Any]) -> int:
+    """One image part as OpenAI counts it: the gateway's own estimator, reused (not copied)."""
+    return estimator.image_tokens(dict(part))
 
 
 def count(text: str) -> int:
@@ -105,8 +124,9 @@ def content_text(content: Any) -> str:
     return str(content)
 
 
-def content_tokens(content: Any) -> int:
-    """Tokens of one message content: text counted, each non-text part a fixed 85."""
+def content_tokens(content: Any, image_tokens: ImageCounter | None = None) -> int:
+    """Tokens of one message content: text counted, each image part by ``image_tokens`` (a flat
+    85 without it), any other non-text part a fixed 85."""
     if content is None:
         return 0
     if isinstance(content, str):
@@ -118,16 +138,22 @@ def content_tokens(content: Any) -> int:
                 total += count(part)
             elif isinstance(part, Mapping) and part.get("type") in _TEXT_PART_TYPES:
                 total += count(str(part.get("text") or ""))
+            elif (
+                image_tokens is not None
+                and isinstance(part, Mapping)
+                and part.get("type") in _IMAGE_PART_TYPES
+            ):
+                total += image_tokens(part)
             else:
                 total += NON_TEXT_PART_TOKENS
         return total
     return count(str(content))
 
 
-def message_tokens(message: Mapping[str, Any]) -> int:
+def message_tokens(message: Mapping[str, Any], image_tokens: ImageCounter | None = None) -> int:
     """One chat message's tokens, its 3-token overhead included."""
     total = MESSAGE_OVERHEAD + count(str(message.get("role") or ""))
-    total += content_tokens(message.get("content"))
+    total += content_tokens(message.get("content"), image_tokens)
     name = message.get("name")
     if name:
         total += count(str(name))
@@ -140,9 +166,11 @@ def message_tokens(message: Mapping[str, Any]) -> int:
     return total
 
 
-def chat_prompt_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
+def chat_prompt_tokens(
+    messages: Iterable[Mapping[str, Any]], image_tokens: ImageCounter | None = None
+) -> int:
     """Prompt tokens of a chat request: 3 + the sum of :func:`message_tokens`."""
-    return REPLY_PRIMING + sum(message_tokens(m) for m in messages)
+    return REPLY_PRIMING + sum(message_tokens(m, image_tokens) for m in messages)
 
 
 def prompt_tokens(prompt: Any) -> int:
@@ -176,7 +204,9 @@ def responses_messages(instructions: Any, input: Any) -> list[Mapping[str, Any]]
     return messages
 
 
-def responses_input_tokens(instructions: Any, input: Any) -> int:
+def responses_input_tokens(
+    instructions: Any, input: Any, image_tokens: ImageCounter | None = None
+) -> int:
     """Input tokens of a Responses API request, without any previous response's context."""
     total = REPLY_PRIMING
     for item in responses_messages(instructions, input):
@@ -187,7 +217,7 @@ def responses_input_tokens(instructions: Any, input: Any) -> int:
             total += MESSAGE_OVERHEAD + count(str(item.get("name") or ""))
             total += count(str(item.get("arguments") or ""))
         else:
-            total += message_tokens(item)
+            total += message_tokens(item, image_tokens)
     return total
 
 

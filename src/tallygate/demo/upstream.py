@@ -21,8 +21,9 @@ a period, ``reply_tokens`` tokens long (longer when the quote alone is longer). 
 that many tokens and ``finish_reason`` is ``"length"``; otherwise it is ``"stop"``. ``usage``
 always reports the true counts of :mod:`tallygate.demo.tokens`, with
 ``prompt_tokens_details.cached_tokens`` 0. Tools, ``response_format`` and image parts are accepted;
-tools and ``response_format`` are ignored, each non-text part counts 85 prompt tokens. ``n`` is
-ignored (one choice).
+tools and ``response_format`` are ignored; an image part counts what OpenAI (and the gateway's
+own estimate) counts for it, any other non-text part 85 prompt tokens. ``n`` is ignored (one
+choice).
 
 When configured with ``api_key``, every request needs ``Authorization: Bearer <api_key>`` (401 in
 OpenAI's error shape otherwise). Paths are matched after the ASGI ``root_path``, with or without
@@ -341,7 +342,7 @@ class DemoUpstream:
             pieces, finish = tuple(tokens.split(research)), "stop"
             if cap is not None and len(pieces) > cap and not ignore_max_tokens:
                 pieces, finish = pieces[:cap], "length"
-        usage = Usage(tokens.chat_prompt_tokens(messages), len(pieces))
+        usage = Usage(tokens.chat_prompt_tokens(messages, tokens.image_tokens), len(pieces))
         rid = _new_id("chatcmpl-")
         created = int(time.time())
         if payload.get("stream") is not True:
@@ -520,7 +521,8 @@ class DemoUpstream:
         messages = tokens.responses_messages(None, raw)
         user_text = raw if isinstance(raw, str) else tokens.last_user_text(messages)
         pieces, finish = self._tokens(user_text, cap, ignore_max_tokens)
-        usage = Usage(context + tokens.responses_input_tokens(instructions, raw), len(pieces))
+        prompt = tokens.responses_input_tokens(instructions, raw, tokens.image_tokens)
+        usage = Usage(context + prompt, len(pieces))
         rid = _new_id("resp_")
         mid = _new_id("msg_")
         if payload.get("store") is not False:
