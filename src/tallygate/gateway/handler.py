@@ -141,12 +141,16 @@ async def handle(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> Non
         await http.send_error(send, 405, f"{path} accepts POST only", "method_not_allowed")
         return
     call = Call(rt, endpoint, "req_" + secrets.token_hex(12), time.perf_counter())
+    executor = rt.executor
+    executor.active += 1  # a lone request's ledger calls run inline (ledger.executor)
     try:
         await _serve(call, scope, receive, send)
     except Refusal as refusal:
         await _refuse(call, send, refusal)
     except http.ClientGone:
         return
+    finally:
+        executor.active -= 1
 
 
 async def authenticate(rt: Runtime, scope: Scope) -> KeyInfo:

@@ -56,8 +56,14 @@ class LedgerExecutor:
         self._queue: queue.SimpleQueue[_Call | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="ledger-writer", daemon=True)
         self._raw: Any = None
+        self._busy = threading.Lock()
+        """Held while a batch runs, by the writer thread or inline by ``call``."""
+        self.active = 0
+        """Requests in flight that will call the ledger (kept by the gateway). At most one:
+        ``call`` runs inline on the event loop when the writer is idle — decision 0015."""
         self.batches = 0
         self.calls = 0
+        self.inline = 0
         self._thread.start()
 
     # ---- submitting -----------------------------------------------------------------------
@@ -70,6 +76,19 @@ class LedgerExecutor:
         return future
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self.active <= 1 and self._queue.empty() and self._busy.acquire(blocking=False):
+            # A lone request: run it here, on the event loop, instead of two thread hand-offs
+            # (queue -> writer wake-up, call_soon_threadsafe -> loop wake-up) and the GIL
+            # ping-pong between them; nothing else is in flight for the loop to serve. With
+            # more requests in flight, calls queue for the writer and commit in batches.
+            try:
+                self.inline += 1
+                ((result, error),) = self._outcomes([(fn, args, kwargs, None, None)])
+            finally:
+                self._busy.release()
+            if error is not None:
+                raise error
+            return result  # type: ignore[no-any-return]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put((fn, args, kwargs, future, loop))
@@ -119,20 +138,25 @@ class LedgerExecutor:
         finally:
             cur.close()
 
-    def _run(self, batch: list[_Call]) -> None:
+    def _outcomes(self, batch: list[_Call]) -> list[tuple[Any, BaseException | None]]:
         self.batches += 1
         self.calls += len(batch)
         try:
-            outcomes = self._run_batch(batch) if len(batch) > 1 else [self._run_one(batch[0])]
+            return self._run_batch(batch) if len(batch) > 1 else [self._run_one(batch[0])]
         except Exception:
             self._reset()
-            outcomes = []
+            outcomes: list[tuple[Any, BaseException | None]] = []
             for call in batch:
                 try:
                     outcomes.append(self._run_one(call))
                 except Exception as exc:  # noqa: BLE001 - delivered to the caller
                     self._reset()
                     outcomes.append((None, exc))
+            return outcomes
+
+    def _run(self, batch: list[_Call]) -> None:
+        with self._busy:
+            outcomes = self._outcomes(batch)
         by_loop: dict[Any, list[tuple[Any, Any, BaseException | None]]] = {}
         for (_fn, _a, _k, future, loop), (result, error) in zip(batch, outcomes, strict=True):
             if loop is None:
