@@ -1,8 +1,8 @@
 """An operator's catalog journey in a real headless Chromium (Debian's) on PostgreSQL: create a
 model, price it and route it through a new channel from the console; a user calls that model
 with the official ``openai`` SDK and is billed exactly at that price through that channel; then
-the operator creates a campaign, generates codes as a CSV download, and a downloaded code
-redeems."""
+the operator creates a campaign, generates codes as a CSV download, a downloaded code
+redeems, and every one of those actions is in the audit trail with the operator as its actor."""
 
 from __future__ import annotations
 
@@ -49,6 +49,13 @@ def _post(b: Browser, css: str) -> None:
     b.collect()
 
 
+def _id_in(url: str, prefix: str) -> int:
+    """The numeric id in a page address such as ``/operator/channels/7?saved=created``."""
+    path = urlsplit(url).path
+    assert path.startswith(prefix), url
+    return int(path.removeprefix(prefix))
+
+
 def _downloaded(folder: Path, timeout: float = 15.0) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -89,6 +96,7 @@ class TestOperatorCatalogJourney:
         browser.fill("#ch-models", f"{MODEL} = {UPSTREAM_ID}")
         _post(browser, "form[action='/operator/channels'] button[type=submit]")
         assert "Channel created." in browser.text("main")
+        channel_id = _id_in(browser.driver.current_url, "/operator/channels/")
         assert "sk-upstream-test" not in browser.driver.page_source
         assert browser.text("[data-testid=secret-state]") == "set"
         _post(browser, "form[action$='/test'] button[type=submit]")
@@ -116,6 +124,7 @@ class TestOperatorCatalogJourney:
         browser.fill("#c-amount", "0.50")
         _post(browser, "form[action='/operator/campaigns'] button[type=submit]")
         assert "Campaign created." in browser.text("main")
+        campaign_id = _id_in(browser.driver.current_url, "/operator/campaigns/")
         with tempfile.TemporaryDirectory(prefix="tg-downloads-") as folder:
             browser.driver.execute_cdp_cmd(
                 "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": folder}
@@ -134,6 +143,20 @@ class TestOperatorCatalogJourney:
         browser.go(browser.driver.current_url.replace(world.base_url, ""))
         assert browser.text("[data-testid=redemptions]").startswith("1")
         browser.screenshot("journey-operator-campaign")
+
+        # every action above is in the audit trail, by this operator, on its target
+        browser.go("/operator/audit?actor=" + world.operator.email)
+        for action, target in [
+            ("model.create", f"model:{MODEL}"),
+            ("price.set", f"model:{MODEL}:official"),
+            ("channel.create", f"channel:{channel_id}"),
+            ("channel.models", f"channel:{channel_id}"),
+            ("campaign.create", f"campaign:{campaign_id}"),
+            ("code.generate", f"campaign:{campaign_id}"),
+        ]:
+            row = browser.find(f"#audit-events tr[data-action='{action}'][data-target='{target}']")
+            assert world.operator.email in row.text, (action, row.text)
+        browser.screenshot("journey-operator-audit")
         browser.collect()
         assert browser.console_errors == [], browser.console_errors
         assert browser.failed == [], browser.failed

@@ -179,11 +179,12 @@ class TestRefusals:
                 assert "reload the page" in refused.text
         assert ledger_entries(world) == before and world.balance(person) == 0
 
-    def test_an_operator_without_a_second_factor_is_told_to_set_one_up(self, world: World) -> None:
+    def test_an_operator_without_a_second_factor_is_sent_to_set_one_up(self, world: World) -> None:
         bare = world.make.operator(email="bare@example.com", totp_secret=None)
         with session_client(world.base_url, world.make.session_token(bare)) as client:
             response = client.get("/operator/topups")
-        assert response.status_code == 403 and "set up your second factor" in response.text
+        assert response.status_code == 303
+        assert response.headers["location"] == "/login/totp?next=%2Foperator%2Ftopups"
 
     def test_unknown_ids_are_readable_404s(self, world: World) -> None:
         with ops(world) as client:

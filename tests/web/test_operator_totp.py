@@ -12,7 +12,7 @@ from tallygate.kit.clock import to_epoch_us
 from tallygate.users import totp
 from tests.fixtures.factories import PASSWORD, totp_code
 from tests.fixtures.server import AppFactory, LiveServer, serving
-from tests.web.helpers import csrf_of, signed_in, submit
+from tests.web.helpers import csrf_of, session_client, signed_in, submit
 
 
 def password_step(client: httpx.Client, email: str, next: str = "/") -> httpx.Response:
@@ -130,6 +130,69 @@ class TestEnrolment:
             assert password_step(client, "new-op@example.com").headers["location"] == "/login/totp"
             code = totp.code_at(secret.group(1), to_epoch_us(live.clock.now()))
             assert submit(client, "/login/totp", "/login/totp", code=code).status_code == 303
+
+
+class TestSessionWithoutSecondFactor:
+    """An operator whose session predates their second factor (an older install) is sent to set
+    one up, and comes back to the page they asked for: never a dead-end 403."""
+
+    def test_the_console_sends_them_to_set_it_up_and_back(self, live: LiveServer) -> None:
+        bare = live.make.operator(email="bare@example.com", totp_secret=None)
+        with session_client(live.base_url, live.make.session_token(bare)) as client:
+            asked = client.get("/operator/topups?state=paid")
+            assert asked.status_code == 303
+            assert (
+                asked.headers["location"] == "/login/totp?next=%2Foperator%2Ftopups%3Fstate%3Dpaid"
+            )
+            step = client.get(asked.headers["location"])
+            assert step.status_code == 303 and step.headers["location"] == "/login/totp/enrol"
+            page = client.get("/login/totp/enrol")
+            assert "Set up your second factor" in page.text
+            secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
+            assert secret
+            code = totp.code_at(secret.group(1), to_epoch_us(live.clock.now()))
+            done = submit(client, "/login/totp/enrol", "/login/totp", code=code)
+            assert done.status_code == 303
+            assert done.headers["location"] == "/operator/topups?state=paid"
+            assert client.get("/operator/topups?state=paid").status_code == 200
+
+    def test_the_old_session_ends_when_the_new_one_starts(self, live: LiveServer) -> None:
+        bare = live.make.operator(email="bare@example.com", totp_secret=None)
+        old = live.make.session_token(bare)
+        with session_client(live.base_url, old) as client:
+            client.get("/login/totp?next=/operator")
+            page = client.get("/login/totp/enrol")
+            secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
+            assert secret
+            code = totp.code_at(secret.group(1), to_epoch_us(live.clock.now()))
+            assert submit(client, "/login/totp/enrol", "/login/totp", code=code).status_code == 303
+        with session_client(live.base_url, old) as stale:
+            assert stale.get("/operator").headers["location"] == "/login?next=%2Foperator"
+
+    def test_a_form_post_goes_to_the_setup_then_the_console(self, live: LiveServer) -> None:
+        bare = live.make.operator(email="bare@example.com", totp_secret=None)
+        person = live.make.user(email="ann@example.com")
+        with session_client(live.base_url, live.make.session_token(bare)) as client:
+            token = csrf_of(client.get("/"))
+            posted = client.post(
+                f"/operator/users/{person.id}/adjust",
+                data={"csrf_token": token, "bucket": "credit", "amount": "5", "reason": "x"},
+            )
+        assert posted.status_code == 303
+        assert posted.headers["location"] == "/login/totp?next=%2Foperator"
+
+    def test_the_code_page_keeps_next_for_someone_signed_out(self, live: LiveServer) -> None:
+        with live.client() as client:
+            response = client.get("/login/totp?next=/operator/audit")
+        assert response.headers["location"] == "/login?next=%2Foperator%2Faudit"
+
+    def test_a_user_is_still_refused_the_console(self, live: LiveServer) -> None:
+        ann = live.make.user(email="ann@example.com")
+        with session_client(live.base_url, live.make.session_token(ann)) as client:
+            response = client.get("/operator")
+            assert response.status_code == 403 and "operators only" in response.text
+            # and the code page does not enrol a user: it just goes where it was asked
+            assert client.get("/login/totp?next=/keys").headers["location"] == "/keys"
 
 
 class TestSharedLimit:

@@ -1,7 +1,7 @@
 """The user console: server-rendered pages (Jinja2) over the same services as the JSON APIs.
 
 ``install(app)`` mounts the vendored static files, the page routers and the page-only error
-handling (a login redirect); nothing a page needs is loaded from outside the server."""
+handling (redirects to the sign-in and second-factor pages); nothing a page needs is loaded from outside the server."""
 
 from __future__ import annotations
 
@@ -29,7 +29,12 @@ from tallygate.web import (
     topup,
     wallet,
 )
-from tallygate.web.auth import LoginRequired, login_redirect
+from tallygate.web.auth import (
+    LoginRequired,
+    SecondFactorRequired,
+    login_redirect,
+    second_factor_redirect,
+)
 from tallygate.web.security import LoginLimiter
 
 STATIC = Path(__file__).parent / "static"
@@ -44,6 +49,7 @@ def install(app: FastAPI) -> None:
     app.state.login_limiter = LoginLimiter()
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(LoginRequired, login_redirect)
+    app.add_exception_handler(SecondFactorRequired, second_factor_redirect)
     app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
     for module in (
         account,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -218,11 +219,33 @@ def _totp_page(
     )
 
 
+def _enrol_signed_in_operator(request: Request, v: Viewer, next: str) -> Response:
+    """An operator's session without a second factor (an install older than it): the session
+    already proved the password, so the setup step starts from it and returns to ``next``."""
+    assert v.user is not None
+    challenge = Challenge(
+        user_id=v.user.id,
+        email=v.user.email,
+        expires_at_us=v.state.now_us() + CHALLENGE_SECONDS * 1_000_000,
+        next=safe_next(next),
+        secret=totp.new_secret(),
+    )
+    response = RedirectResponse("/login/totp/enrol", status_code=303)
+    _set_challenge(request, v, response, challenge)
+    return response
+
+
 @router.get("/login/totp")
-def totp_form(request: Request, v: AnyViewer) -> Response:
+def totp_form(request: Request, v: AnyViewer, next: str = "/") -> Response:
     c = _challenge(request, v)
     if c is None:
-        return RedirectResponse("/login", status_code=303)
+        if v.user is not None and v.user.is_operator and not v.user.totp_enrolled:
+            return _enrol_signed_in_operator(request, v, next)
+        if v.user is not None:
+            return RedirectResponse(safe_next(next), status_code=303)
+        target = safe_next(next)
+        back = "/login" if target == "/" else f"/login?next={quote(target, safe='')}"
+        return RedirectResponse(back, status_code=303)
     if c.secret is not None:
         return RedirectResponse("/login/totp/enrol", status_code=303)
     return _totp_page(request, v, c)
@@ -274,6 +297,9 @@ def totp_submit(request: Request, v: CsrfChecked, code: Field = "") -> Response:
                 now_us=now_us,
                 ttl_seconds=v.state.settings.session_ttl_seconds,
             )
+            if v.session is not None and v.session.user.id == user.id:
+                # the session that started the setup is replaced by the one it opened
+                users.revoke_session(conn, v.session, now_us=now_us)
     except security.TooManyLogins as exc:
         response = _totp_page(request, v, c, status_code=429, error=exc.detail)
         response.headers["Retry-After"] = str(exc.retry_after)

@@ -24,9 +24,24 @@ class LoginRequired(Exception):
     pass
 
 
+class SecondFactorRequired(Exception):
+    """An operator's session without a second factor set up: the code page first."""
+
+
+def _here(request: Request) -> str:
+    """Where to come back to: this page, or the console's home after a refused form post."""
+    if request.method != "GET":
+        return "/operator"
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
 async def login_redirect(request: Request, exc: Exception) -> Response:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+
+async def second_factor_redirect(request: Request, exc: Exception) -> Response:
+    return RedirectResponse(f"/login/totp?next={quote(_here(request), safe='')}", status_code=303)
 
 
 @dataclass(frozen=True, slots=True)

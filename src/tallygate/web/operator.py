@@ -1,7 +1,8 @@
 """The operator console's first pages (``/operator``; ``/admin`` is the operator JSON API):
 users with their balances per bucket and debts, one user's wallet and ledger with a balance
-adjustment form, route health. Every page requires the operator role with a second factor set
-up (403 otherwise); every form its CSRF token."""
+adjustment form, route health. Every page requires the operator role (403 otherwise) with a
+second factor set up (otherwise the browser is sent to set one up, and comes back); every form
+its CSRF token."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tallygate.errors import Forbidden, TallygateError
 from tallygate.ledger import BUCKETS
 from tallygate.users import service as users
 from tallygate.wallet import service as wallet
-from tallygate.web.auth import SignedIn, SignedInForm, Viewer
+from tallygate.web.auth import SecondFactorRequired, SignedIn, SignedInForm, Viewer
 from tallygate.web.render import LABELS, page
 from tallygate.web.wallet import cause_link
 
@@ -28,10 +29,7 @@ def operator_viewer(v: SignedIn) -> Viewer:
     if v.user is None or not v.user.is_operator:
         raise Forbidden("this page is for operators only", code="operator_required")
     if not v.user.totp_enrolled:
-        raise Forbidden(
-            "set up your second factor first: sign out, then sign in again to set it up",
-            code="totp_not_enrolled",
-        )
+        raise SecondFactorRequired()
     return v
 
 
