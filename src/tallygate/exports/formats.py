@@ -26,6 +26,9 @@ class Col:
     name: str
     kind: str = "text"  # text | int | money | decimal | time | bool | json
     doc: str = ""
+    # text whose values rarely repeat (request ids): the CSV fast path checks each value
+    # instead of caching its field
+    distinct: bool = False
 
 
 def cell(col: Col, value: Any) -> str:
@@ -61,7 +64,12 @@ def _decimal(value: Any) -> str:
 
 
 def _time(value: Any) -> str:
-    return "" if value is None else iso(int(value))
+    """``iso``, inlined for the export's hot loop (the same text)."""
+    if value is None:
+        return ""
+    seconds, micro = divmod(value if value.__class__ is int else int(value), 1_000_000)
+    stamp = _second(seconds)
+    return f"{stamp}.{micro:06d}Z" if micro else stamp + "Z"
 
 
 def _bool(value: Any) -> str:
@@ -142,14 +150,19 @@ def text_field(value: Any) -> str:
     return csv_field(_text(value))
 
 
-def _piece(kind: str, v: str, price: bool) -> str:
+def _piece(col: Col, v: str) -> str:
     """An expression for one cell's final CSV text (already quoted if it needs to be)."""
+    kind = col.kind
+    if kind == "text" and col.distinct:  # an identifier needs no apostrophe and no quotes
+        return f"({v} if {v}.__class__ is str and {v}.isidentifier() else text_field({v}))"
     if kind == "text":  # labels, models, statuses repeat row after row: their field is cached
         return f"(x if (x := get({v})) is not None else miss({v}))"
     if kind == "int":  # digits never need quoting
         return f"({v} if {v}.__class__ is int else _int({v}))"
+    if kind == "money" and col.name.endswith("_per_m"):  # prices repeat: their text is cached
+        return f"_price({v})"
     if kind == "money":
-        return f"_price({v})" if price else f"_money({v})"
+        return f"('' if {v} is None else _money({v}))"
     if kind == "time":
         return f"_time({v})"
     if kind == "bool":
@@ -158,41 +171,43 @@ def _piece(kind: str, v: str, price: bool) -> str:
 
 
 @lru_cache(maxsize=64)
-def _batch_renderer_factory(columns: tuple[Col, ...]) -> Callable[[], Callable[[Any], str]]:
+def _batch_renderer_factory(columns: tuple[Col, ...]) -> Callable[[int], Callable[[Any], str]]:
     names = [f"v{i}" for i in range(len(columns))]
-    line = ",".join(
-        "{" + _piece(c.kind, v, c.kind == "money" and c.name.endswith("_per_m")) + "}"
-        for c, v in zip(columns, names, strict=True)
-    )
+    line = ",".join("{" + _piece(c, v) + "}" for c, v in zip(columns, names, strict=True))
     source = (
-        "def make():\n"
+        "def make(limit):\n"
         "    cache = {}\n"
         "    get = cache.get\n"
         "    _price = lru_cache(maxsize=1024)(_money)\n"
         "    def miss(value):\n"
         "        field = text_field(value)\n"
         "        if value.__class__ is str:\n"
-        "            if len(cache) >= LIMIT:\n"
+        "            if len(cache) >= limit:\n"
         "                cache.clear()\n"
         "            cache[value] = field\n"
         "        return field\n"
         "    def render(rows):\n"
-        f'        return "".join([f"{line}\\r\\n" for ({", ".join(names)},) in rows])\n'
+        "        out = []\n"
+        "        append = out.append\n"
+        f"        for ({', '.join(names)},) in rows:\n"
+        f'            append(f"{line}\\r\\n")\n'
+        '        return "".join(out)\n'
         "    return render\n"
     )
     namespace: dict[str, Any] = {
         "lru_cache": lru_cache,
-        "LIMIT": _CACHE_LIMIT,
         "text_field": text_field,
         "csv_field": csv_field,
         **{f"_{kind}": fn for kind, fn in CONVERTERS.items()},
     }
     exec(compile(source, "<export batch renderer>", "exec"), namespace)  # noqa: S102 - no user text in the source
-    make: Callable[[], Callable[[Any], str]] = namespace["make"]
+    make: Callable[[int], Callable[[Any], str]] = namespace["make"]
     return make
 
 
-def batch_renderer(columns: Sequence[Col]) -> Callable[[Iterable[Sequence[Any]]], str]:
+def batch_renderer(
+    columns: Sequence[Col], cache_limit: int = _CACHE_LIMIT
+) -> Callable[[Iterable[Sequence[Any]]], str]:
     """A function turning a batch of rows — sequences of values in ``columns`` order — into
     their CSV lines, the same text ``csv_lines`` writes for the same rows: generated once per
     column list, one f-string per row, each cell's final text built inline (digits, money,
@@ -209,7 +224,7 @@ def batch_renderer(columns: Sequence[Col]) -> Callable[[Iterable[Sequence[Any]]]
             return buffer.getvalue()
 
         return render
-    return _batch_renderer_factory(tuple(columns))()
+    return _batch_renderer_factory(tuple(columns))(cache_limit)
 
 
 def csv_batches(
@@ -218,7 +233,9 @@ def csv_batches(
     """CSV bytes from batches of positional rows (see ``batch_renderer``): the header, then one
     chunk per batch."""
     render = batch_renderer(columns)
-    yield (",".join(csv_field(c.name) for c in columns) + "\r\n").encode()
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\r\n").writerow([c.name for c in columns])
+    yield header.getvalue().encode()
     for rows in batches:
         if rows:
             yield render(rows).encode()
