@@ -9,8 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from tallygate.audit import service as audit
+from tallygate.models.payments import inbox_events, payment_jobs
 from tallygate.web.render import money
 from tests.fixtures.gateway import ROUTED_CHAT, World, WorldFactory
 from tests.web.helpers import csrf_of, session_client, submit
@@ -300,6 +302,115 @@ class TestTopUps:
             assert waiting["id"] in by_provider and paid not in by_provider
             by_user = listed(f"user_id={bob.id}")
             assert paid in by_user and waiting["id"] not in by_user
+
+
+def stored_event(world: World, *, status: str, attempts: int, error: str | None) -> int:
+    """A provider event in the inbox with its webhook job, as a worker left it."""
+    now_us = world.now_us()
+    with world.db.begin() as conn:
+        inbox_id = conn.execute(
+            inbox_events.insert()
+            .values(
+                source="stripe",
+                external_id=f"evt_{status}_{attempts}",
+                event_type="checkout.session.completed",
+                payload="{}",
+                received_at=now_us,
+            )
+            .returning(inbox_events.c.id)
+        ).scalar_one()
+        return int(
+            conn.execute(
+                payment_jobs.insert()
+                .values(
+                    inbox_id=inbox_id,
+                    source="stripe",
+                    status=status,
+                    attempts=attempts,
+                    run_after=now_us + 3600 * 1_000_000,
+                    last_error=error,
+                    created_at=now_us,
+                    updated_at=now_us,
+                )
+                .returning(payment_jobs.c.id)
+            ).scalar_one()
+        )
+
+
+def job_state(world: World, job_id: int) -> tuple[str, int]:
+    """The job's status and attempts so far."""
+    with world.db.read() as conn:
+        row = conn.execute(
+            select(payment_jobs.c.status, payment_jobs.c.attempts).where(
+                payment_jobs.c.id == job_id
+            )
+        ).one()
+    return str(row.status), int(row.attempts)
+
+
+class TestPaymentJobs:
+    def test_jobs_not_done_are_listed_with_their_error_and_a_dead_one_runs_again(
+        self, world: World
+    ) -> None:
+        dead = stored_event(world, status="dead", attempts=30, error="Stripe API: 503 down")
+        retrying = stored_event(world, status="queued", attempts=2, error="timed out")
+        done = stored_event(world, status="done", attempts=1, error=None)
+        with ops(world) as client:
+            listing = client.get("/operator/topups")
+            assert listing.status_code == 200
+            assert f'data-job="{dead}" data-status="dead"' in listing.text
+            assert f'data-job="{retrying}" data-status="queued"' in listing.text
+            assert f'data-job="{done}"' not in listing.text
+            assert "Stripe API: 503 down" in listing.text and "retrying" in listing.text
+            # only the dead job offers to run again
+            assert f"/operator/payment-jobs/{dead}/requeue" in listing.text
+            assert f"/operator/payment-jobs/{retrying}/requeue" not in listing.text
+            ran = submit(
+                client,
+                "/operator/topups",
+                f"/operator/payment-jobs/{dead}/requeue",
+                reason="Stripe is back",
+            )
+            assert ran.status_code == 303
+            assert ran.headers["location"] == f"/operator/topups?requeued={dead}#jobs"
+            assert f"Job {dead} is queued again" in client.get(ran.headers["location"]).text
+        # queued again, or already run once more by the worker (this server has no Stripe, so
+        # that run failed): either way no longer the dead job with 30 attempts it was
+        assert job_state(world, dead) != ("dead", 30)
+        assert ("payment_job.requeue", f"payment_job:{dead}", "Stripe is back") in audit_actions(
+            world
+        )
+
+    def test_a_requeue_needs_a_reason_a_dead_job_and_a_csrf_token(self, world: World) -> None:
+        dead = stored_event(world, status="dead", attempts=30, error="boom")
+        retrying = stored_event(world, status="queued", attempts=2, error="timed out")
+        before = audit_actions(world)
+        with ops(world) as client:
+            no_reason = submit(
+                client, "/operator/topups", f"/operator/payment-jobs/{dead}/requeue", reason=" "
+            )
+            assert no_reason.status_code == 400
+            assert "a reason is required to requeue a job" in no_reason.text
+            not_dead = submit(
+                client, "/operator/topups", f"/operator/payment-jobs/{retrying}/requeue", reason="x"
+            )
+            assert not_dead.status_code == 409 and "is not dead" in not_dead.text
+            unknown = submit(
+                client, "/operator/topups", "/operator/payment-jobs/999999/requeue", reason="x"
+            )
+            assert unknown.status_code == 409 and "Traceback" not in unknown.text
+            forged = client.post(
+                f"/operator/payment-jobs/{dead}/requeue",
+                data={"csrf_token": "forged", "reason": "x"},
+            )
+            assert forged.status_code == 403
+        with session_client(world.base_url, world.make.session_token(world.user)) as plain:
+            token = csrf_of(plain.get("/"))
+            refused = plain.post(
+                f"/operator/payment-jobs/{dead}/requeue", data={"csrf_token": token, "reason": "x"}
+            )
+            assert refused.status_code == 403
+        assert job_state(world, dead) == ("dead", 30) and audit_actions(world) == before
 
 
 class TestRefunds:

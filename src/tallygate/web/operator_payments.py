@@ -1,5 +1,6 @@
-"""Console pages: top-ups (filtered list, the review queue, one order with its history, lot
-usage and receipts; approve / reject / override a review, start a refund) and refunds (every
+"""Console pages: top-ups (filtered list, the review queue, payment webhook jobs not done with a
+requeue for dead ones, one order with its history, lot usage and receipts; approve / reject /
+override a review, start a refund) and refunds (every
 field, decide a shortfall). Operators only; every form CSRF-checked; refusals are readable
 pages that change nothing."""
 
@@ -15,7 +16,7 @@ from sqlalchemy import Connection, RowMapping, or_, select
 from tallygate.errors import BadRequest, TallygateError
 from tallygate.models.payments import payment_orders
 from tallygate.payments import currency as cur
-from tallygate.payments import orders, refunds, review, views
+from tallygate.payments import jobs, orders, refunds, review, views
 from tallygate.payments import repository as repo
 from tallygate.payments import service as payments
 from tallygate.payments.schemas import OrderOut, RefundCreate, RefundOut
@@ -39,6 +40,7 @@ STATES = (
 )
 PROVIDERS = ("sandbox", "stripe", "wechat", "bank")
 SHORTFALL_STATES = ("none", "debt", "awaiting_decision", "written_off", "canceled")
+JOBS_SHOWN = 50
 OrderId = Annotated[str, Path(min_length=5, max_length=40)]
 RefundId = Annotated[str, Path(min_length=4, max_length=40)]
 OC = payment_orders.c
@@ -85,6 +87,16 @@ def _review_queue(conn: Connection) -> list[RowMapping]:
     return list(conn.execute(stmt).mappings())
 
 
+def _open_jobs(conn: Connection) -> list[RowMapping]:
+    """Payment webhook jobs not done: dead ones (an operator must requeue them) first, then
+    those still queued or running (retrying after a failure, or not run yet)."""
+    dead = jobs.list_jobs(conn, status="dead", limit=JOBS_SHOWN)
+    waiting = jobs.list_jobs(conn, status="queued", limit=JOBS_SHOWN) + jobs.list_jobs(
+        conn, status="running", limit=JOBS_SHOWN
+    )
+    return dead + sorted(waiting, key=lambda j: -int(j["id"]))
+
+
 @router.get("/topups")
 def topups(
     request: Request,
@@ -93,9 +105,33 @@ def topups(
     provider: Annotated[str, Query(max_length=16)] = "",
     user_id: Annotated[int | None, Query(ge=1)] = None,
     cursor: Annotated[int | None, Query(ge=1)] = None,
+    requeued: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    return _topups_page(
+        request,
+        v,
+        state=state,
+        provider=provider,
+        user_id=user_id,
+        cursor=cursor,
+        notice=f"Job {requeued} is queued again: a worker runs it now." if requeued else None,
+    )
+
+
+def _topups_page(
+    request: Request,
+    v: Operator,
+    *,
+    state: str = "",
+    provider: str = "",
+    user_id: int | None = None,
+    cursor: int | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+    notice: str | None = None,
+    job_form: dict[str, str] | None = None,
 ) -> Response:
     now_us = v.state.now_us()
-    error = None
     if state and state not in STATES:
         error, state = f"unknown state {state!r}: showing every state", ""
     if provider and provider not in PROVIDERS:
@@ -107,16 +143,21 @@ def topups(
         queue = [views.order_out(conn, r, now_us=now_us) for r in _review_queue(conn)]
         items = [views.order_out(conn, r, now_us=now_us) for r in rows[:50]]
         emails = _emails(conn, {o.user_id for o in items + queue})
+        open_jobs = _open_jobs(conn)
     more = len(rows) > 50
     return page(
         request,
         v,
         "operator_topups.html",
-        status_code=400 if error else 200,
+        status_code=400 if error and status_code == 200 else status_code,
         title="Top-ups",
         nav="operator",
         subnav="topups",
         error=error,
+        notice=notice,
+        jobs=open_jobs,
+        max_attempts=jobs.MAX_ATTEMPTS,
+        job_form=job_form or {},
         queue=queue,
         orders=items,
         emails=emails,
@@ -180,6 +221,35 @@ def _refundable(conn: Connection, order: OrderOut) -> str | None:
     assert row is not None
     left = refunds.refundable_minor(conn, row)
     return cur.minor_to_text(left, order.currency) if left > 0 else None
+
+
+@router.post("/payment-jobs/{job_id}/requeue")
+def requeue_job(
+    request: Request, v: OperatorForm, job_id: Annotated[int, Path(ge=1)], reason: Text = ""
+) -> Response:
+    """Give a dead webhook job another run now (reason required; audited as
+    ``payment_job.requeue``), as ``POST /admin/api/jobs/{id}/requeue`` does."""
+    assert v.user is not None
+    try:
+        _require(reason, "a reason is required to requeue a job")
+        with v.state.db.begin() as conn:
+            jobs.requeue_dead(
+                conn,
+                v.state.ledger,
+                job_id,
+                reason=reason.strip(),
+                operator=v.user.email,
+                now_us=v.state.now_us(),
+            )
+    except TallygateError as exc:
+        return _topups_page(
+            request,
+            v,
+            status_code=exc.status,
+            error=exc.message,
+            job_form={"job_id": str(job_id), "reason": reason},
+        )
+    return RedirectResponse(f"/operator/topups?requeued={job_id}#jobs", status_code=303)
 
 
 @router.get("/topups/{order_id}")
