@@ -1,0 +1,126 @@
+"""A price change reaches real requests: the next request through the gateway is charged at the
+new price version and its receipt names that version and its prices, while earlier receipts
+keep theirs. Charges are computed here from the prices set and the upstream's true usage —
+nothing is asked of the gateway. On SQLite and PostgreSQL; the ledger reconciles after each
+test."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from tests.fixtures.gateway import (
+    CHAT,
+    OFFICIAL,
+    OFFICIAL_CHAT,
+    ROUTED,
+    ROUTED_CHAT,
+    START_BALANCE,
+    Prices,
+    World,
+    WorldFactory,
+    expected_charge,
+    gateway_upstreams,
+    make_world,
+    world,
+)
+
+__all__ = ["gateway_upstreams", "make_world", "world"]
+
+MESSAGES: list[Any] = [{"role": "user", "content": "What does this cost today?"}]
+NEW_OFFICIAL = replace(
+    OFFICIAL, input=3_000_000_007, output=12_000_000_011, cached_input=1_500_000_013
+)
+
+
+@pytest.fixture(autouse=True)
+def _reconciled(request: pytest.FixtureRequest) -> Iterator[None]:
+    factory: WorldFactory = request.getfixturevalue("make_world")
+    yield
+    for built in factory.built:
+        built.assert_reconciled()
+
+
+def per_m_text(nanos: int) -> str:
+    """Nano-units per million tokens as the catalog API's decimal (9 places)."""
+    return f"{nanos // 1_000_000_000}.{nanos % 1_000_000_000:09d}"
+
+
+def chat(world: World, prices: Prices, model: str = OFFICIAL_CHAT) -> tuple[dict[str, Any], int]:
+    """One request: its receipt, and its charge computed from ``prices`` and the true usage."""
+    with world.openai(max_retries=0) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model=model, messages=MESSAGES, max_tokens=6
+        )
+    truth = world.primary.last.usage
+    assert truth is not None
+    receipt = world.receipt(raw.headers["x-request-id"])
+    return receipt, expected_charge(prices, truth.prompt_tokens, truth.completion_tokens)
+
+
+def current_version(world: World, route_type: str) -> int:
+    with world.as_operator() as http:
+        model = http.get(f"/admin/api/models/{CHAT}").json()
+    (offer,) = [o for o in model["offers"] if o["route_type"] == route_type]
+    return int(offer["price_version_id"])
+
+
+def set_official_prices(world: World, prices: Prices) -> int:
+    """PUT the offer's prices as an operator; the new version, once the gateway has it."""
+    with world.as_operator() as http:
+        response = http.put(
+            f"/admin/api/models/{CHAT}/offers/official",
+            json={
+                "input": per_m_text(prices.input),
+                "output": per_m_text(prices.output),
+                "cached_input": per_m_text(prices.cached_input),
+            },
+        )
+    assert response.status_code == 200, response.text
+    version = current_version(world, "official")
+    runtime = world.app.state.gateway
+    deadline = time.monotonic() + 5
+    while runtime.snapshot.models[CHAT].offers["official"].price.version_id != version:
+        assert time.monotonic() < deadline, "the gateway never picked up the new prices"
+        time.sleep(0.01)
+    return version
+
+
+def assert_priced(receipt: dict[str, Any], version: int, prices: Prices, charge: int) -> None:
+    assert receipt["price_version_id"] == version
+    assert (
+        receipt["input_per_m_nanos"],
+        receipt["output_per_m_nanos"],
+        receipt["cached_input_per_m_nanos"],
+    ) == (prices.input, prices.output, prices.cached_input)
+    assert receipt["charge_nanos"] == charge
+
+
+def test_the_next_request_pays_the_new_version_and_each_receipt_names_its_own(
+    world: World,
+) -> None:
+    old_version = current_version(world, "official")
+    before, old_charge = chat(world, OFFICIAL)
+    assert_priced(before, old_version, OFFICIAL, old_charge)
+
+    new_version = set_official_prices(world, NEW_OFFICIAL)
+    assert new_version != old_version
+    after, new_charge = chat(world, NEW_OFFICIAL)
+
+    assert_priced(after, new_version, NEW_OFFICIAL, new_charge)
+    assert new_charge > old_charge
+    assert_priced(world.receipt(before["request_id"]), old_version, OFFICIAL, old_charge)
+    assert world.user_debit(after["entry_id"]) == new_charge
+    assert world.balance() == START_BALANCE - old_charge - new_charge
+
+
+def test_a_price_change_on_one_route_type_leaves_the_other_alone(world: World) -> None:
+    routed_version = current_version(world, "routed")
+    set_official_prices(world, NEW_OFFICIAL)
+    receipt, charge = chat(world, ROUTED, ROUTED_CHAT)
+    assert_priced(receipt, routed_version, ROUTED, charge)
+    assert world.balance(bucket="routed") == START_BALANCE - charge
