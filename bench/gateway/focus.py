@@ -14,8 +14,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
+import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -66,24 +69,44 @@ def main() -> None:
     ap.add_argument("--c", default="1,16")
     ap.add_argument("-d", "--duration", type=float, default=5.0)
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--pyspy", help="also write py-spy collapsed stacks (c=first) to this file")
     args = ap.parse_args()
     os.sched_setaffinity(0, {run.HARNESS_CPU})
     tmp = Path(tempfile.mkdtemp(prefix="tallygate-focus-"))
     procs = []
     targets: list[run.Target] = []
-    pg_db = ""
+    pg_dbs: list[str] = []
+    worktrees: list[Path] = []
     try:
         procs.append(run.start_mock(tmp))
-        for name in args.targets.split(","):
-            if name == "sqlite":
-                targets.append(
-                    run.start_tallygate(
-                        "tallygate-sqlite", run.SQLITE_PORT, f"sqlite:///{tmp / 'f.db'}", "", tmp
-                    )
+        for i, spec in enumerate(args.targets.split(",")):
+            # "sqlite" / "pg": this checkout; "sqlite@REV" / "pg@REV": the code of commit REV
+            # (a git worktree under the temporary directory), for an interleaved A/B.
+            name, _, rev = spec.partition("@")
+            env_before = os.environ.get("PYTHONPATH")
+            if rev:
+                tree = tmp / f"rev-{i}"
+                subprocess.run(
+                    ["git", "-C", str(run.ROOT), "worktree", "add", "--detach", str(tree), rev],
+                    check=True,
+                    capture_output=True,
                 )
-            elif name == "pg":
-                url, pg_db = run.make_pg_db()
-                targets.append(run.start_tallygate("tallygate-pg", run.PG_PORT, url, pg_db, tmp))
+                worktrees.append(tree)
+                os.environ["PYTHONPATH"] = str(tree / "src")
+            label = f"tallygate-{name}" + (f"@{rev}" if rev else "")
+            try:
+                if name == "sqlite":
+                    db = f"sqlite:///{tmp / f'f{i}.db'}"
+                    targets.append(run.start_tallygate(label, run.SQLITE_PORT + i, db, "", tmp))
+                elif name == "pg":
+                    url, db_name = run.make_pg_db()
+                    pg_dbs.append(db_name)
+                    targets.append(run.start_tallygate(label, run.PG_PORT + i, url, db_name, tmp))
+            finally:
+                if env_before is None:
+                    os.environ.pop("PYTHONPATH", None)
+                else:
+                    os.environ["PYTHONPATH"] = env_before
         for t in targets:
             run.load(t, "nonstream", 16, 2)
             run.load(t, "stream", 4, 1)
@@ -96,20 +119,42 @@ def main() -> None:
                         ok = j["reconcile_rc"] == 0 and j["receipts_ok"]
                         pg = f" pg {j['pg_cpu_ms']:.3f}" if "pg_cpu_ms" in j else ""
                         print(
-                            f"{mode:9s} c={c:<3d} {t.name:16s} {j['rps']:7.0f} req/s "
-                            f"p50 {j['p50_ms']:6.2f} cpu {j['gw_cpu_ms']:.3f} ms{pg} "
+                            f"{mode:9s} c={c:<3d} {t.name:24s} {j['rps']:7.0f} req/s "
+                            f"p50 {j['p50_ms']:6.2f} p99 {j['p99_ms']:6.2f} cpu {j['gw_cpu_ms']:.3f} ms{pg} "
                             f"sw/req {j['switches_per_req']:.1f} "
                             f"{'ok' if ok else 'BILLING CHECK FAILED'} {j['threads_us']}",
                             flush=True,
                         )
+        if args.pyspy:
+            c = int(args.c.split(",")[0])
+            mode = args.modes.split(",")[0]
+            for t in targets:
+                out = f"{args.pyspy}.{t.name}.txt"
+                spy = subprocess.Popen(
+                    [run.ensure_pyspy(), "record", "--format", "raw", "--rate", "250"]
+                    + ["--threads", "--nonblocking", "--idle", "-o", out, "-p", str(t.pid)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                time.sleep(1)
+                run.load(t, mode, c, args.duration)
+                spy.send_signal(signal.SIGINT)
+                spy.wait(30)
+                print(f"py-spy stacks: {out}")
         print(f"load {os.getloadavg()[0]:.1f}")
     finally:
         for t in targets:
             run.stop(t.proc)
         for p in procs:
             run.stop(p)
-        if pg_db:
-            run.drop_pg_db(pg_db)
+        for db_name in pg_dbs:
+            run.drop_pg_db(db_name)
+        for tree in worktrees:
+            subprocess.run(
+                ["git", "-C", str(run.ROOT), "worktree", "remove", "--force", str(tree)],
+                check=False,
+                capture_output=True,
+            )
 
 
 if __name__ == "__main__":

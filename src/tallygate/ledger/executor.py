@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -37,10 +38,14 @@ from sqlalchemy import Engine
 from tallygate.errors import TallygateError
 from tallygate.ledger.tx import Tx
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 # (fn, args, kwargs, future, loop): an asyncio future and its loop, or a concurrent future.
 _Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any, Any]
 _STOP = object()
+CHECKPOINT_SECONDS = 0.1
+"""SQLite: how often the checkpoint thread copies the WAL back (~4,000 pages at c=1 here)."""
+AUTOCHECKPOINT_PAGES = 4000  # db.engine's per-connection setting, restored on the way back
 _BEGIN = ("BEGIN",)
 _RELAXED_BEGIN = ("BEGIN", "SET LOCAL synchronous_commit = off")
 
@@ -64,6 +69,15 @@ class LedgerExecutor:
         self.batches = 0
         self.calls = 0
         self.inline = 0
+        self.checkpoints = 0
+        self._stopping = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        database = engine.url.database
+        if engine.dialect.name == "sqlite" and database not in (None, "", ":memory:"):
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name="ledger-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
         self._thread.start()
 
     # ---- submitting -----------------------------------------------------------------------
@@ -97,6 +111,36 @@ class LedgerExecutor:
     def close(self, timeout: float = 10.0) -> None:
         self._queue.put(_STOP)
         self._thread.join(timeout)
+        self._stopping.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout)
+
+    # ---- SQLite: the WAL checkpoint, off the commit path --------------------------------------
+
+    def _checkpoint_loop(self) -> None:
+        """The writer connection does not checkpoint (``wal_autocheckpoint=0``): a checkpoint
+        inside COMMIT copies pages and runs two fdatasyncs while the writer — or, for a lone
+        request, the event loop — waits. This thread runs a PASSIVE checkpoint (never blocks a
+        writer or a reader) every CHECKPOINT_SECONDS on its own connection instead."""
+        pooled = None
+        try:
+            while not self._stopping.wait(CHECKPOINT_SECONDS):
+                try:
+                    if pooled is None:
+                        pooled = self._engine.raw_connection()
+                    cur = pooled.cursor()
+                    cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    cur.fetchall()
+                    cur.close()
+                    self.checkpoints += 1
+                except Exception:  # noqa: BLE001 - retried at the next tick
+                    logger.warning("ledger: WAL checkpoint failed", exc_info=True)
+                    if pooled is not None:
+                        pooled.invalidate()
+                        pooled = None
+        finally:
+            if pooled is not None:
+                pooled.close()
 
     # ---- the writer thread ------------------------------------------------------------------
 
@@ -106,6 +150,8 @@ class LedgerExecutor:
             self._raw = pooled.driver_connection
             if self._postgres:
                 self._raw.autocommit = True  # we issue BEGIN/COMMIT ourselves
+            elif self._checkpointer is not None:
+                self._exec("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
             self._pooled = pooled
         return self._raw
 
@@ -129,6 +175,8 @@ class LedgerExecutor:
             if stop:
                 break
         if self._raw is not None:
+            if not self._postgres and self._checkpointer is not None:
+                self._exec(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
             self._pooled.close()
 
     def _exec(self, sql: str) -> None:
