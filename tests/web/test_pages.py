@@ -121,6 +121,20 @@ class TestWallet:
         assert ">usage<" in usage and ">topup<" not in usage
         assert ">topup<" in topups and "+¥5.00" in topups
 
+    def test_the_kind_filter_offers_the_real_entry_kinds_and_refuses_others(
+        self, world: World
+    ) -> None:
+        with as_user(world) as client:
+            page = client.get("/ledger", params={"kind": "topup"}).text
+            bad = client.get("/ledger", params={"kind": "lottery"})
+        assert '<select id="kind" name="kind">' in page
+        assert '<option value="">every kind</option>' in page
+        assert '<option value="topup" selected>top-ups</option>' in page
+        for kind in ("usage", "redeem", "grant", "refund", "adjustment", "expiry"):
+            assert f'<option value="{kind}" >' in page
+        assert bad.status_code == 400 and "unknown entry kind" in bad.text and "lottery" in bad.text
+        assert "Traceback" not in bad.text
+
     def test_the_ledger_filters_by_day(self, world: World) -> None:
         with as_user(world) as client:
             today = client.get("/ledger", params={"since": "2026-01-01", "until": "2026-01-01"})

@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from tallygate.catalog import marketplace
 from tallygate.errors import BadRequest, TallygateError
+from tallygate.exports.statement import KIND_LABELS
 from tallygate.kit.money import ceil_div
 from tallygate.ledger import BUCKETS
 from tallygate.payments import orders
@@ -73,6 +74,11 @@ def _post_payment(request: Request, v: Viewer, order_id: str) -> tuple[Any, Any]
         row = orders.get(conn, order_id)
         state = payment_views.payment_state(conn, v.state.ledger, row)
         return state, payment_views.order_out(conn, row, now_us=v.state.now_us())
+
+
+ENTRY_KINDS = KIND_LABELS
+"""Every kind a ledger entry can have, with what the ledger filter calls it (the statement's
+names: one list, so the filter and the statement never disagree)."""
 
 
 def day(text: str, field: str) -> dt.date | None:
@@ -145,6 +151,10 @@ def ledger(
     cursor: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
     assert v.user is not None
+    if kind and kind not in ENTRY_KINDS:
+        raise BadRequest(
+            f"unknown entry kind {kind!r}: choose one of {', '.join(ENTRY_KINDS)}", param="kind"
+        )
     first, last = day(since, "since"), day(until, "until")
     start = dt.datetime.combine(first, dt.time(), dt.UTC) if first else None
     end = dt.datetime.combine(last, dt.time(), dt.UTC) + dt.timedelta(days=1) if last else None
@@ -168,6 +178,7 @@ def ledger(
         history=history,
         bucket=bucket,
         kind=kind or "",
+        kinds=ENTRY_KINDS.items(),
         since=first.isoformat() if first else "",
         until=last.isoformat() if last else "",
         # the exports take a half-open range: up to the day after the last one shown
