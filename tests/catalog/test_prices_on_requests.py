@@ -124,3 +124,59 @@ def test_a_price_change_on_one_route_type_leaves_the_other_alone(world: World) -
     receipt, charge = chat(world, ROUTED, ROUTED_CHAT)
     assert_priced(receipt, routed_version, ROUTED, charge)
     assert world.balance(bucket="routed") == START_BALANCE - charge
+
+
+class TestCachedInputPrice:
+    """An upstream with prompt caching reports part of the prompt as cached: that part is
+    charged at the offer's cached-input price, streamed or not (peers.md §3: a stream that
+    dropped cached-token usage billed about 4× for the same work)."""
+
+    CACHED = 12
+
+    def expected(self, world: World, prices: Prices) -> tuple[int, int]:
+        truth = world.primary.last.usage
+        assert truth is not None and truth.cached_tokens == self.CACHED
+        charge = expected_charge(
+            prices, truth.prompt_tokens, truth.completion_tokens, truth.cached_tokens
+        )
+        assert charge < expected_charge(prices, truth.prompt_tokens, truth.completion_tokens)
+        return truth.cached_tokens, charge
+
+    def assert_receipt(self, world: World, request_id: str, prices: Prices) -> None:
+        cached, charge = self.expected(world, prices)
+        receipt = world.receipt(request_id)
+        assert receipt["cached_tokens"] == cached
+        assert receipt["usage_basis"] == "upstream"
+        assert receipt["charge_nanos"] == charge == world.user_debit(receipt["entry_id"])
+
+    def test_a_chat(self, world: World) -> None:
+        world.primary.configure(cached_prompt_tokens=self.CACHED)
+        with world.openai(max_retries=0) as client:
+            raw = client.chat.completions.with_raw_response.create(
+                model=OFFICIAL_CHAT, messages=MESSAGES, max_tokens=6
+            )
+        usage = raw.parse().usage
+        assert usage is not None and usage.prompt_tokens_details is not None
+        assert usage.prompt_tokens_details.cached_tokens == self.CACHED
+        self.assert_receipt(world, raw.headers["x-request-id"], OFFICIAL)
+
+    @pytest.mark.parametrize("include_usage", [True, False])
+    def test_a_stream(self, world: World, include_usage: bool) -> None:
+        world.primary.configure(cached_prompt_tokens=self.CACHED)
+        options = {"stream_options": {"include_usage": True}} if include_usage else {}
+        with world.openai(max_retries=0) as client:
+            stream = client.chat.completions.create(
+                model=ROUTED_CHAT, messages=MESSAGES, max_tokens=6, stream=True, **options
+            )
+            request_id = stream.response.headers["x-request-id"]
+            chunks = list(stream)
+        assert any(c.usage is not None for c in chunks) == include_usage
+        self.assert_receipt(world, request_id, ROUTED)
+
+    def test_a_responses_call(self, world: World) -> None:
+        world.primary.configure(cached_prompt_tokens=self.CACHED)
+        with world.openai(max_retries=0) as client:
+            raw = client.responses.with_raw_response.create(
+                model=OFFICIAL_CHAT, input="What does this cost today?", max_output_tokens=16
+            )
+        self.assert_receipt(world, raw.headers["x-request-id"], OFFICIAL)

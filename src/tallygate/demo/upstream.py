@@ -20,7 +20,8 @@ a period, ``reply_tokens`` tokens long (longer when the quote alone is longer). 
 (or ``max_completion_tokens``, ``max_output_tokens``) smaller than that, the reply is cut to exactly
 that many tokens and ``finish_reason`` is ``"length"``; otherwise it is ``"stop"``. ``usage``
 always reports the true counts of :mod:`tallygate.demo.tokens`, with
-``prompt_tokens_details.cached_tokens`` 0. Tools, ``response_format`` and image parts are accepted;
+``prompt_tokens_details.cached_tokens`` 0 (or ``cached_prompt_tokens`` of the prompt when so
+configured, as a provider with prompt caching reports them). Tools, ``response_format`` and image parts are accepted;
 tools and ``response_format`` are ignored; an image part counts what OpenAI (and the gateway's
 own estimate) counts for it, any other non-text part 85 prompt tokens. ``n`` is ignored (one
 choice).
@@ -94,6 +95,10 @@ class UpstreamConfig:
     """Seconds to wait between streamed tokens."""
     remember_responses: bool = True
     """An unknown ``previous_response_id`` is a 400 (as the real API answers)."""
+    cached_prompt_tokens: int = 0
+    """Of each chat, completion and Responses prompt, this many tokens (at most the whole prompt)
+    are reported as read from a prompt cache (``prompt_tokens_details.cached_tokens``,
+    ``input_tokens_details.cached_tokens``), as a provider with prompt caching would."""
     owned_by: str = "tallygate-demo"
 
 
@@ -103,6 +108,8 @@ class Usage:
 
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0
+    """Of the prompt tokens, those read from a prompt cache."""
 
     @property
     def total_tokens(self) -> int:
@@ -192,7 +199,7 @@ def _usage_chat(usage: Usage) -> dict[str, Any]:
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0,
             "audio_tokens": 0,
@@ -205,7 +212,7 @@ def _usage_chat(usage: Usage) -> dict[str, Any]:
 def _usage_responses(usage: Usage) -> dict[str, Any]:
     return {
         "input_tokens": usage.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens},
         "output_tokens": usage.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": usage.total_tokens,
@@ -242,6 +249,9 @@ class DemoUpstream:
         self.config = config or UpstreamConfig()
         self._responses: OrderedDict[str, int] = OrderedDict()
         self._bearer = b"Bearer " + self.config.api_key.encode() if self.config.api_key else None
+
+    def _usage(self, prompt: int, completion: int) -> Usage:
+        return Usage(prompt, completion, min(max(self.config.cached_prompt_tokens, 0), prompt))
 
     def reconfigure(self, config: UpstreamConfig) -> None:
         self.config = config
@@ -342,7 +352,7 @@ class DemoUpstream:
             pieces, finish = tuple(tokens.split(research)), "stop"
             if cap is not None and len(pieces) > cap and not ignore_max_tokens:
                 pieces, finish = pieces[:cap], "length"
-        usage = Usage(tokens.chat_prompt_tokens(messages, tokens.image_tokens), len(pieces))
+        usage = self._usage(tokens.chat_prompt_tokens(messages, tokens.image_tokens), len(pieces))
         rid = _new_id("chatcmpl-")
         created = int(time.time())
         if payload.get("stream") is not True:
@@ -411,7 +421,7 @@ class DemoUpstream:
         if isinstance(cap, JsonReply):
             return cap
         pieces, finish = self._tokens(user_text, cap, ignore_max_tokens)
-        usage = Usage(tokens.prompt_tokens(prompt), len(pieces))
+        usage = self._usage(tokens.prompt_tokens(prompt), len(pieces))
         rid = _new_id("cmpl-")
         created = int(time.time())
         if payload.get("stream") is not True:
@@ -522,7 +532,7 @@ class DemoUpstream:
         user_text = raw if isinstance(raw, str) else tokens.last_user_text(messages)
         pieces, finish = self._tokens(user_text, cap, ignore_max_tokens)
         prompt = tokens.responses_input_tokens(instructions, raw, tokens.image_tokens)
-        usage = Usage(context + prompt, len(pieces))
+        usage = self._usage(context + prompt, len(pieces))
         rid = _new_id("resp_")
         mid = _new_id("msg_")
         if payload.get("store") is not False:
