@@ -322,32 +322,60 @@ def section(results: list[Result], n: int, repeat: int) -> str:
 NOTES = """
 Memory is flat: the 10× larger export peaks within a few MB of the smaller one (and ~12 MB above
 a process that only imports Tallygate and connects), because rows are streamed — a server-side
-cursor on PostgreSQL, SQLite's lazily stepped cursor, 2,000 rows per fetch — and written out in
-batches of 500; only the lookups (user e-mails, key prefixes, request adjustments) are held, and
-they grow with users and keys, not receipts.
+cursor on PostgreSQL, SQLite's lazily stepped cursor, 2,000 rows per fetch — and each fetch is
+rendered and written out before the next; only the request adjustments (and, for the other
+exports, the user e-mails and key prefixes) are held, and they grow with users and keys, not
+receipts. The text cache of the CSV fast path is bounded (4,096 fields per export).
 
-What was changed (profiled with `bench/export.py --profile FILE`, which runs
-the first full export of each database under cProfile). The first version exported ~12,000 rows/s
-(wall clock, 100,000 rows on SQLite, on the same busy machine; ~21,000 after); per row it spent
-most of its time in Python overhead, not in the database:
+What was changed (profiled with `bench/export.py --profile FILE`, which runs the first full
+export of each database under cProfile, and with cProfile on `tallygate.exports.service.stream`
+over 200,000 receipts). Per row the export spent its time in Python, not in the database.
 
-- **SQLAlchemy's result layer skipped for the row stream** (`queries._stream`): rows come from
+First round (~12,000 → ~21,000 rows/s wall, 100,000 rows on SQLite, on a busy machine):
+
+- **SQLAlchemy's result layer skipped for the row stream** (`queries._cursor`): rows come from
   the driver's own cursor on the snapshot's connection (same transaction, same snapshot) with
-  `fetchmany(2000)` — a named (server-side) cursor on PostgreSQL — and become dicts with one
-  `dict(zip(...))`.
-- **One generated renderer per column list** (`formats.row_renderer`): instead of a generic
-  `cell(col, value)` dispatch on the column's kind for each of the 40 cells of a row, the
-  writer compiles once a function that builds the row's cells with the common cases inline (a
-  string that needs no apostrophe, an int), calling a converter only for money, times and the
-  rare cell to neutralise. Prices repeat row after row, so their text is cached; times format
-  the second once (cached) and add the microseconds.
-- **The request query names its columns** (with the export's names as aliases) instead of
-  `SELECT r.*` followed by copying eight renamed fields into a merged dict per row.
+  `fetchmany(2000)` — a named (server-side) cursor on PostgreSQL.
+- **One generated renderer per column list** (`formats.row_renderer`) instead of a generic
+  per-cell dispatch on the column's kind; prices' text cached; times format the second once.
+- **The request query names its columns** instead of `SELECT r.*`.
 
-The output is byte-for-byte the same (the export tests compare every cell with the scenario, and
-the CLI with the API). Wall-clock rows/s depends on what else the machine runs; rows per
-CPU-second of the exporting process does not (on PostgreSQL the server's share of the work runs
-in its own processes, so that column is higher there).
+Second round, the request CSV (decision 0016; rows per CPU-second of the exporting process,
+200,000 receipts, the same machine shared with other work (load average 4–11 on 2 CPUs), old
+and new code run alternately, median of 3 × 3 runs): SQLite ~67,000 → ~116,000, PostgreSQL
+~76,000 → ~164,000 (`bench/export.py --rows 200000`: 114,000–116,000 and 164,000–172,000,
+peak RSS 76 MB, flat from 20,000 rows). Profile before: per row ~37% in the dict-based cell
+renderer (43 `dict.get` calls), ~12% in `csv.writer.writerow`, ~15% building a dict per row and
+deriving fields in Python (JSON-parsing the attempts just to count them), ~7% `_money`.
+
+- **Positional rows, no dict per row** (`queries.request_batches`): the query returns each row
+  as a tuple already in the export's column order — the database joins the user's e-mail and
+  the key prefix, counts the attempts (`json_array_length`), picks the backup channel and floors
+  µs to ms — so a fetched chunk goes to the renderer untouched; only a request an operator
+  adjustment references is patched (a dict lookup per row when there are adjustments at all).
+  The JSON Lines export keeps the dict rows (it also carries the attempts themselves).
+- **No csv.writer on the fast path** (`formats.csv_batches`): a generated function renders a
+  whole fetch with one f-string per row, each cell's final CSV text built inline: digits, money
+  and times never need quoting; a text value is neutralised and quoted once per distinct value
+  and then looked up (labels, models, statuses, channels repeat row after row); a request id
+  that is an identifier (`req_…`) is used as is, any other is neutralised and quoted (not
+  cached: ids do not repeat). `csv.writer` still writes the header, a one-column export and
+  every other export.
+- **Fewer calls per cell**: `_time` inlines `iso`, an absent amount skips `_money`.
+- Measured and not kept: a dict subclass with `__missing__` for the text cache (no faster than
+  `dict.get`), PostgreSQL binary rows, 500 or 5,000 rows per fetch (within the noise), money
+  formatted by SQLite itself (slower than `_money`), sorting only the keys on SQLite (slower).
+
+The bytes are the same: `tests/exports/test_csv_fast_path.py` checks that the fast path writes
+exactly what the reference writer (`formats.csv_lines`: `csv.writer` over the per-cell
+converters) writes — for generated values of every column kind (formulas, quotes, commas, line
+breaks, None, negative amounts, non-ASCII, bools and numbers in text columns, the text cache
+cleared mid-stream) and for the request export on both databases (adjustments, missing keys
+and users, negative and NULL amounts, equal timestamps, more than one fetch); the export tests
+compare every cell with the scenario, and the CLI with the API. Wall-clock rows/s depends on
+what else the machine runs; rows per CPU-second of the exporting process does not (on
+PostgreSQL the server's share of the work — the sort, the joins, counting the attempts — runs in
+its own process, so that column is higher there).
 """
 
 
