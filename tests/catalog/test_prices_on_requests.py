@@ -180,3 +180,49 @@ class TestCachedInputPrice:
                 model=OFFICIAL_CHAT, input="What does this cost today?", max_output_tokens=16
             )
         self.assert_receipt(world, raw.headers["x-request-id"], OFFICIAL)
+
+
+class TestEmptyAnswer:
+    """An upstream that answers with zero output tokens: by default nothing is charged; with
+    the operator's ``charge_prompt`` the prompt is charged at the input price, and nothing else
+    (docs/billing.md, the charge policy's ``empty_output`` class)."""
+
+    def ask(self, world: World, stream: bool) -> str:
+        world.primary.configure(reply_tokens=0)
+        with world.openai(max_retries=0) as client:
+            if stream:
+                chunks = client.chat.completions.create(
+                    model=OFFICIAL_CHAT, messages=MESSAGES, max_tokens=6, stream=True
+                )
+                request_id = chunks.response.headers["x-request-id"]
+                assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ""
+                return str(request_id)
+            raw = client.chat.completions.with_raw_response.create(
+                model=OFFICIAL_CHAT, messages=MESSAGES, max_tokens=6
+            )
+            assert raw.parse().choices[0].message.content == ""
+            return str(raw.headers["x-request-id"])
+
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+    def test_by_default_an_empty_answer_costs_nothing(self, world: World, stream: bool) -> None:
+        receipt = world.receipt(self.ask(world, stream))
+        truth = world.primary.last.usage
+        assert truth is not None and truth.completion_tokens == 0
+        assert receipt["output_tokens"] == 0 and receipt["input_tokens"] == truth.prompt_tokens
+        assert receipt["failure_class"] == "empty_output"
+        assert receipt["charge_policy"] == "empty_output:no_charge"
+        assert receipt["charge_nanos"] == 0
+        assert world.balance() == START_BALANCE and world.held() == 0
+
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+    def test_with_charge_prompt_only_the_prompt_is_charged(
+        self, world: World, stream: bool
+    ) -> None:
+        world.set_charge_policy(empty_output="charge_prompt")
+        receipt = world.receipt(self.ask(world, stream))
+        truth = world.primary.last.usage
+        assert truth is not None and truth.completion_tokens == 0
+        charge = expected_charge(OFFICIAL, truth.prompt_tokens, 0)
+        assert receipt["charge_policy"] == "empty_output:charge_prompt"
+        assert receipt["charge_nanos"] == charge == world.user_debit(receipt["entry_id"])
+        assert world.balance() == START_BALANCE - charge

@@ -16,7 +16,8 @@
 * ``GET /v1/models`` and ``GET /v1/models/{id}``.
 
 The reply is ``You said: "<the last user message, first 16 tokens>"`` followed by filler words and
-a period, ``reply_tokens`` tokens long (longer when the quote alone is longer). With ``max_tokens``
+a period, ``reply_tokens`` tokens long (longer when the quote alone is longer; ``reply_tokens=0``
+is an empty answer, zero output tokens, as a model that stops at once gives). With ``max_tokens``
 (or ``max_completion_tokens``, ``max_output_tokens``) smaller than that, the reply is cut to exactly
 that many tokens and ``finish_reason`` is ``"length"``; otherwise it is ``"stop"``. ``usage``
 always reports the true counts of :mod:`tallygate.demo.tokens`, with
@@ -85,7 +86,7 @@ class UpstreamConfig:
     models: tuple[str, ...] | None = None
     """Models listed and accepted; ``None`` accepts any model and lists :data:`DEFAULT_MODELS`."""
     reply_tokens: int = 40
-    """Length of the natural reply (before any ``max_tokens`` cut)."""
+    """Length of the natural reply (before any ``max_tokens`` cut); 0: an empty answer."""
     echo_tokens: int = 16
     """How many tokens of the last user message the reply quotes."""
     embedding_dimensions: int = 16
@@ -167,6 +168,8 @@ Reply = JsonReply | StreamReply
 @lru_cache(maxsize=4096)
 def natural_reply(user_text: str, reply_tokens: int, echo_tokens: int) -> tuple[str, ...]:
     """The tokens of the full reply to ``user_text``, before any ``max_tokens`` cut."""
+    if reply_tokens <= 0:
+        return ()
     quoted = tokens.split(" ".join(user_text.split()))
     echo = "".join(quoted[:echo_tokens])
     if len(quoted) > echo_tokens:
