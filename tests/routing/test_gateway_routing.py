@@ -93,6 +93,33 @@ def test_when_every_circuit_is_open_it_is_a_503_without_calling_anyone(world: Wo
     ]
 
 
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        (b"{not json", "invalid_json", None),
+        (b"[1, 2]", "invalid_json", None),
+        (b'{"model": "tg-chat:official"}', "invalid_request", "messages"),
+        (b'{"model": "tg-chat:official", "messages": []}', "invalid_request", "messages"),
+        (b'{"messages": [{"role": "user", "content": "hi"}]}', "invalid_request", "model"),
+    ],
+)
+def test_a_malformed_body_is_a_400_before_any_channel_is_tried(
+    world: World, body: bytes, code: str, param: str | None
+) -> None:
+    with world.http() as http:
+        refused = http.post(
+            "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+        )
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", code, param)
+    assert "Traceback" not in refused.text
+    assert world.primary.requests == [] and world.backup.requests == []
+    receipt = assert_nothing_charged(world, refused.headers["x-request-id"])
+    assert receipt["status"] == "rejected" and receipt["charge_policy"] == "rejected:no_charge"
+    assert world.balance() == START_BALANCE and world.held() == 0
+
+
 def test_an_upstream_400_is_the_requests_fault_not_the_channels(world: World) -> None:
     """A body the gateway accepts but the upstream refuses: the client gets the upstream's 400,
     no other channel is tried (it would refuse it too), and no number of them opens a circuit."""
