@@ -141,3 +141,35 @@ class TestDailySpendLimit:
         assert all(0 < c < limit for c in charges)
         assert world.balance(bucket="credit") == START_BALANCE - sum(charges)
         assert len([r for r in world.primary.requests if r.model.endswith("-official")]) == 2
+
+
+class TestTokensPerMinute:
+    def test_past_the_tokens_per_minute_it_is_a_429_until_the_window_slides(
+        self, world: World
+    ) -> None:
+        _, key = world.new_key(tpm_limit=1000)
+        with world.openai(key, max_retries=0) as client:
+            first = client.chat.completions.with_raw_response.create(
+                model=OFFICIAL_CHAT, messages=MESSAGES, max_tokens=300
+            )
+            counted = 1000 - int(first.headers["x-ratelimit-remaining-tokens"])
+            assert counted > 300  # the prompt's estimate plus max_tokens
+            assert first.headers["x-ratelimit-limit-tokens"] == "1000"
+            second = client.chat.completions.with_raw_response.create(
+                model=OFFICIAL_CHAT, messages=MESSAGES, max_tokens=300
+            )
+            assert int(second.headers["x-ratelimit-remaining-tokens"]) == 1000 - 2 * counted
+            with pytest.raises(openai.RateLimitError) as limited:
+                client.chat.completions.create(
+                    model=OFFICIAL_CHAT, messages=MESSAGES, max_tokens=1000 - 2 * counted + 300
+                )
+            headers = limited.value.response.headers
+            assert limited.value.code == "rate_limit_exceeded"
+            assert "tokens per minute" in limited.value.message
+            assert headers["x-ratelimit-limit-tokens"] == "1000"
+            assert 1 <= int(headers["retry-after"]) <= 60
+            assert_refused_for_nothing(world, headers["x-request-id"], "rate_limit_exceeded")
+            assert len(world.primary.requests) == 2
+
+            world.clock.advance(61)  # the window slides with the server's clock
+            assert chat(client).parse().choices
