@@ -16,9 +16,9 @@ from sqlalchemy import text
 from tallygate.config import Settings
 from tallygate.db.engine import Database
 from tallygate.kit.clock import SystemClock, to_epoch_us
+from tallygate.users import recovery, totp
 from tallygate.users import repository as users_repo
 from tallygate.users import service as users
-from tallygate.users import totp
 from tests.fixtures import databases
 
 PASSWORD = "correct horse battery"
@@ -110,6 +110,66 @@ class TestCreateUsers:
                 )
         finally:
             db.dispose()
+
+    def test_create_admin_prints_ten_recovery_codes_once_and_keeps_only_their_hashes(
+        self, migrated: Cli
+    ) -> None:
+        result = migrated("create-admin", "--email", "op@example.com", "--password", PASSWORD)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.strip().splitlines()
+        assert lines[4].startswith("recovery codes (shown once")
+        codes = [line.strip() for line in lines[5:]]
+        assert len(codes) == 10 and len(set(codes)) == 10
+        assert all(recovery.looks_like(c) and len(c) == 19 for c in codes)
+        db = Database(migrated.url)
+        try:
+            with db.read() as conn:
+                stored = conn.execute(text("SELECT code_hash FROM recovery_codes")).scalars().all()
+                actions = conn.execute(text("SELECT action FROM audit_events")).scalars().all()
+            assert len(stored) == 10 and not set(codes) & set(stored)
+            assert "user.recovery_codes_issue" in actions
+        finally:
+            db.dispose()
+
+    def test_reset_totp_gives_an_operator_a_new_secret_and_new_codes(self, migrated: Cli) -> None:
+        first = migrated("create-admin", "--email", "op@example.com", "--password", PASSWORD)
+        old_secret = first.stdout.splitlines()[2].removeprefix("  secret: ")
+        old_codes = {line.strip() for line in first.stdout.splitlines()[5:]}
+        result = migrated("reset-totp", "--email", "OP@example.com")
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.strip().splitlines()
+        assert lines[0] == "reset the second factor of operator op@example.com (id 1)"
+        secret = lines[2].removeprefix("  secret: ")
+        codes = {line.strip() for line in lines[5:]}
+        assert secret != old_secret and len(codes) == 10 and not codes & old_codes
+        db = Database(migrated.url)
+        key = Settings.model_fields["secret_key"].default
+        now_us = to_epoch_us(SystemClock().now())
+        try:
+            with db.begin() as conn:
+                user = users.get_user(conn, 1)
+                with pytest.raises(users.InvalidTotpCode):  # the old app no longer counts
+                    users.check_totp(
+                        conn,
+                        user,
+                        secret_key=key,
+                        code=totp.code_at(old_secret, now_us),
+                        now_us=now_us,
+                    )
+                with pytest.raises(users.InvalidTotpCode):  # nor do the old codes
+                    recovery.use(conn, user, secret_key=key, code=min(old_codes), now_us=now_us)
+                assert recovery.use(conn, user, secret_key=key, code=min(codes), now_us=now_us) == 9
+        finally:
+            db.dispose()
+
+    def test_reset_totp_refuses_unknown_people_and_users(self, migrated: Cli) -> None:
+        migrated("create-user", "--email", "ann@example.com", "--password", PASSWORD)
+        nobody = migrated("reset-totp", "--email", "nobody@example.com")
+        user = migrated("reset-totp", "--email", "ann@example.com")
+        assert nobody.returncode == 1 and nobody.stderr == (
+            "error: no user with the email nobody@example.com\n"
+        )
+        assert user.returncode == 1 and "is not an operator" in user.stderr
 
     def test_create_user_creates_a_user(self, migrated: Cli) -> None:
         result = migrated("create-user", "--email", "ann@example.com", "--password", PASSWORD)

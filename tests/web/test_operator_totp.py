@@ -5,11 +5,15 @@ limit, which every process shares through the database. Both databases, real ser
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import httpx
+from sqlalchemy import func, select
 
+from tallygate.audit import service as audit
 from tallygate.kit.clock import to_epoch_us
-from tallygate.users import totp
+from tallygate.models.users import login_failures
+from tallygate.users import recovery, totp
 from tests.fixtures.factories import PASSWORD, totp_code
 from tests.fixtures.server import AppFactory, LiveServer, serving
 from tests.web.helpers import csrf_of, session_client, signed_in, submit
@@ -193,6 +197,93 @@ class TestSessionWithoutSecondFactor:
             assert response.status_code == 403 and "operators only" in response.text
             # and the code page does not enrol a user: it just goes where it was asked
             assert client.get("/login/totp?next=/keys").headers["location"] == "/keys"
+
+
+def recovery_codes(live: LiveServer, operator: Any) -> list[str]:
+    """What ``tallygate create-admin`` printed for this operator."""
+    with live.db.begin() as conn:
+        return recovery.issue(
+            conn,
+            operator,
+            secret_key=live.app.state.tallygate.settings.secret_key,
+            now_us=to_epoch_us(live.clock.now()),
+            actor="cli",
+            source="cli",
+        )
+
+
+def audit_trail(live: LiveServer) -> list[tuple[str, str, Any]]:
+    with live.db.read() as conn:
+        return [(e.action, e.target, e.after) for e in audit.list_events(live.ledger.tx(conn))]
+
+
+class TestRecoveryCodes:
+    """An operator who lost their authenticator app signs in once with a recovery code, and
+    sets up a new app before the console opens; the old app stops counting then."""
+
+    def test_a_recovery_code_leads_to_a_new_authenticator_then_the_console(
+        self, live: LiveServer
+    ) -> None:
+        op = live.make.operator(email="op@example.com")
+        codes = recovery_codes(live, op)
+        with live.client() as client:
+            password_step(client, "op@example.com", next="/operator/audit")
+            form = client.get("/login/totp")
+            assert "Lost your authenticator app?" in form.text and 'id="recovery-code"' in form.text
+            typed = codes[0].lower().replace("-", " ")  # as a person might type it
+            used = submit(client, "/login/totp", "/login/totp", code=typed)
+            assert used.status_code == 303 and used.headers["location"] == "/login/totp/enrol"
+            assert "tallygate_session" not in client.cookies  # not yet: a new app first
+            page = client.get("/login/totp/enrol")
+            assert "Recovery code accepted" in page.text
+            secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
+            assert secret
+            code = totp.code_at(secret.group(1), to_epoch_us(live.clock.now()))
+            done = submit(client, "/login/totp/enrol", "/login/totp", code=code)
+            assert done.status_code == 303 and done.headers["location"] == "/operator/audit"
+            assert client.get("/operator/audit").status_code == 200
+        trail = audit_trail(live)
+        assert ("user.recovery_code_use", f"user:{op.id}", {"codes_left": 9}) in trail
+        assert (
+            "user.totp_enrol",
+            f"user:{op.id}",
+            {"email": "op@example.com", "replaced": True},
+        ) in trail
+        # the old app no longer signs in, the new one does; the used code is spent
+        live.clock.advance(30)
+        with live.client() as client:
+            password_step(client, "op@example.com")
+            old = submit(client, "/login/totp", "/login/totp", code=now_code(live))
+            assert old.status_code == 401
+            again = submit(client, "/login/totp", "/login/totp", code=codes[0])
+            assert again.status_code == 401 and "already used" in again.text
+            new = totp.code_at(secret.group(1), to_epoch_us(live.clock.now()))
+            assert submit(client, "/login/totp", "/login/totp", code=new).status_code == 303
+
+    def test_a_wrong_recovery_code_is_refused_and_counted(self, live: LiveServer) -> None:
+        op = live.make.operator(email="op@example.com")
+        recovery_codes(live, op)
+        with live.client() as client:
+            password_step(client, "op@example.com")
+            wrong = submit(client, "/login/totp", "/login/totp", code="AAAA-BBBB-CCCC-DDDD")
+            assert wrong.status_code == 401
+            assert "not valid or was already used" in wrong.text
+            assert "tallygate_session" not in client.cookies
+        with live.db.read() as conn:
+            failures = conn.execute(select(func.count()).select_from(login_failures)).scalar()
+        assert failures == 2  # the email's key and the address's key
+
+    def test_an_abandoned_setup_keeps_the_old_app(self, live: LiveServer) -> None:
+        op = live.make.operator(email="op@example.com")
+        codes = recovery_codes(live, op)
+        with live.client() as client:
+            password_step(client, "op@example.com")
+            submit(client, "/login/totp", "/login/totp", code=codes[1])
+        with live.client() as client:  # another time, the app found again
+            password_step(client, "op@example.com")
+            assert (
+                submit(client, "/login/totp", "/login/totp", code=now_code(live)).status_code == 303
+            )
 
 
 class TestSharedLimit:

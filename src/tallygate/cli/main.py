@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import psycopg
 import typer
@@ -22,6 +22,9 @@ from tallygate.db.engine import Database
 from tallygate.errors import TallygateError
 from tallygate.kit.clock import SystemClock, to_epoch_us
 from tallygate.ledger import Ledger
+
+if TYPE_CHECKING:
+    from tallygate.users.service import User
 
 app = typer.Typer(
     name="tallygate",
@@ -243,32 +246,48 @@ def _create(email: str, password: str, role: str, display_name: str) -> None:
                 actor="cli",
                 source="cli",
             )
-            secret = None
+            factor = None
             if role == "operator":
-                from tallygate.users import totp
-
-                now_us = to_epoch_us(SystemClock().now())
-                secret = totp.new_secret()
-                users.set_totp_secret(
-                    conn,
-                    user,
-                    secret_key=settings.secret_key,
-                    secret=secret,
-                    now_us=now_us,
-                    actor="cli",
-                )
+                factor = _new_second_factor(conn, user, settings.secret_key)
         typer.echo(f"created {user.role} {user.email} (id {user.id})")
-        if secret is not None:
-            from tallygate.users import totp
-
-            typer.echo(
-                "second factor (shown once): add it to an authenticator app, which then "
-                "shows the 6-digit code asked for after the password"
-            )
-            typer.echo(f"  secret: {secret}")
-            typer.echo(f"  otpauth URI: {totp.provisioning_uri(secret, user.email)}")
+        if factor is not None:
+            _print_second_factor(user.email, *factor)
 
     guarded(run)
+
+
+def _new_second_factor(conn: Connection, user: User, secret_key: str) -> tuple[str, list[str]]:
+    """A new TOTP secret and ten recovery codes for an operator (both audited), replacing any
+    earlier ones."""
+    from tallygate.users import recovery, totp
+    from tallygate.users import service as users
+
+    now_us = to_epoch_us(SystemClock().now())
+    secret = totp.new_secret()
+    users.set_totp_secret(
+        conn, user, secret_key=secret_key, secret=secret, now_us=now_us, actor="cli"
+    )
+    codes = recovery.issue(
+        conn, user, secret_key=secret_key, now_us=now_us, actor="cli", source="cli"
+    )
+    return secret, codes
+
+
+def _print_second_factor(email: str, secret: str, codes: list[str]) -> None:
+    from tallygate.users import totp
+
+    typer.echo(
+        "second factor (shown once): add it to an authenticator app, which then "
+        "shows the 6-digit code asked for after the password"
+    )
+    typer.echo(f"  secret: {secret}")
+    typer.echo(f"  otpauth URI: {totp.provisioning_uri(secret, email)}")
+    typer.echo(
+        "recovery codes (shown once; each signs in once without the app, then asks for a new "
+        "one): keep them offline"
+    )
+    for code in codes:
+        typer.echo(f"  {code}")
 
 
 EmailOption = Annotated[str, typer.Option(prompt=True, help="Login email")]
@@ -299,6 +318,32 @@ def create_user(
 ) -> None:
     """Create a user with empty Credit and Routed balance buckets."""
     _create(email, password, "user", display_name)
+
+
+@app.command("reset-totp")
+def reset_totp(email: EmailOption) -> None:
+    """Give an operator who lost their authenticator app and recovery codes a new second factor:
+    prints a new TOTP secret and new recovery codes once; the old ones stop working (audited)."""
+    from tallygate.users import repository as users_repo
+    from tallygate.users import service as users
+
+    settings = get_settings()
+
+    def run() -> None:
+        with _database(settings) as db, db.begin() as conn:
+            row = users_repo.user_by_email(conn, users.normalize_email(email))
+            if row is None:
+                raise CommandFailed(f"no user with the email {email}")
+            user = users.get_user(conn, int(row["id"]))
+            if not user.is_operator:
+                raise CommandFailed(
+                    f"{user.email} is not an operator: only operators have a second factor"
+                )
+            factor = _new_second_factor(conn, user, settings.secret_key)
+        typer.echo(f"reset the second factor of operator {user.email} (id {user.id})")
+        _print_second_factor(user.email, *factor)
+
+    guarded(run)
 
 
 @app.command()

@@ -50,3 +50,16 @@ login_failures = Table(
     Column("created_at", BigInteger, nullable=False),
     Index("ix_login_failures_key_created", "key", "created_at"),
 )
+
+# Operators' one-time recovery codes (printed once by ``tallygate create-admin`` and
+# ``tallygate reset-totp``): only an HMAC of each is kept; ``used_at`` is set by the one
+# conditional UPDATE that accepts it, so a code opens the second step once.
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger, nullable=True),
+)

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tallygate.models.users import login_failures, user_sessions, users
+from tallygate.models.users import login_failures, recovery_codes, user_sessions, users
 
 _USER_COLUMNS = (
     users.c.id,
@@ -150,6 +150,37 @@ def use_totp_step(conn: Connection, user_id: int, step: int) -> bool:
         .values(totp_last_step=step)
     )
     return conn.execute(stmt).rowcount == 1
+
+
+def replace_recovery_codes(conn: Connection, user_id: int, hashes: list[str], now_us: int) -> None:
+    """The operator's recovery codes become exactly these (earlier ones, used or not, go)."""
+    conn.execute(delete(recovery_codes).where(recovery_codes.c.user_id == user_id))
+    conn.execute(
+        insert(recovery_codes),
+        [{"user_id": user_id, "code_hash": h, "created_at": now_us} for h in hashes],
+    )
+
+
+def use_recovery_code(conn: Connection, user_id: int, code_hash: str, now_us: int) -> bool:
+    """Mark the code used, only if it is this operator's and unused: a conditional UPDATE, so
+    the same code presented twice (even at once, to two processes) passes once."""
+    stmt = (
+        update(recovery_codes)
+        .where(
+            recovery_codes.c.user_id == user_id,
+            recovery_codes.c.code_hash == code_hash,
+            recovery_codes.c.used_at.is_(None),
+        )
+        .values(used_at=now_us)
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def recovery_codes_left(conn: Connection, user_id: int) -> int:
+    stmt = select(func.count()).where(
+        recovery_codes.c.user_id == user_id, recovery_codes.c.used_at.is_(None)
+    )
+    return int(conn.execute(stmt).scalar_one())
 
 
 # ---- failed sign-ins -------------------------------------------------------------------------

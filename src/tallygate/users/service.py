@@ -285,9 +285,11 @@ def enrol_totp(
     now_us: int,
     actor: str,
     source: str,
+    replace: bool = False,
 ) -> None:
     """Confirm ``secret`` with a code from it and store it sealed (audited); the code's step
-    counts as used. InvalidTotpCode when the code does not match (nothing stored)."""
+    counts as used. InvalidTotpCode when the code does not match (nothing stored). ``replace``
+    (after a recovery code): the new secret takes the place of the one set up before."""
     step = totp.matching_step(secret, code, now_us)
     if step is None:
         raise InvalidTotpCode(
@@ -296,6 +298,8 @@ def enrol_totp(
             param="totp_code",
         )
     sealed = crypto.encrypt(secret_key, secret)
+    if replace:
+        repo.reset_totp(conn, user.id)
     if not repo.enrol_totp(conn, user.id, sealed=sealed, now_us=now_us, step=step):
         raise TotpAlreadyEnrolled("a second factor is already set up for this account")
     audit.record(
@@ -305,7 +309,7 @@ def enrol_totp(
         source=source,
         action="user.totp_enrol",
         target=f"user:{user.id}",
-        after={"email": user.email},
+        after={"email": user.email, "replaced": True} if replace else {"email": user.email},
     )
 
 

@@ -19,8 +19,8 @@ from fastapi.responses import RedirectResponse, Response
 from tallygate.credits import throttle
 from tallygate.errors import TallygateError
 from tallygate.kit import crypto
+from tallygate.users import recovery, totp
 from tallygate.users import service as users
-from tallygate.users import totp
 from tallygate.users.dependencies import SESSION_COOKIE
 from tallygate.web import security
 from tallygate.web.auth import AnyViewer, CsrfChecked, Viewer
@@ -137,6 +137,8 @@ class Challenge:
     secret: str | None
     """While enrolling: the new secret the code must come from."""
     rehash: str | None = None
+    recovered: bool = False
+    """A recovery code was accepted: the new secret replaces the old one once confirmed."""
 
 
 def _challenge_key(v: Viewer) -> str:
@@ -152,6 +154,7 @@ def _set_challenge(request: Request, v: Viewer, response: Response, c: Challenge
             "n": c.next,
             "s": c.secret,
             "r": c.rehash,
+            "c": c.recovered,
         }
     )
     response.set_cookie(
@@ -179,6 +182,7 @@ def _challenge(request: Request, v: Viewer) -> Challenge | None:
             next=safe_next(data["n"]),
             secret=str(data["s"]) if data.get("s") else None,
             rehash=str(data["r"]) if data.get("r") else None,
+            recovered=bool(data.get("c")),
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -215,6 +219,7 @@ def _totp_page(
         email=c.email,
         secret=c.secret,
         uri=totp.provisioning_uri(c.secret, c.email) if c.secret else None,
+        recovered=c.recovered,
         error=error,
     )
 
@@ -261,6 +266,23 @@ def totp_enrol_form(request: Request, v: AnyViewer) -> Response:
     return _totp_page(request, v, c)
 
 
+def _recovered(request: Request, v: Viewer, c: Challenge) -> Response:
+    """A recovery code was accepted: set up a new authenticator app before the console opens
+    (the old secret stays until a code from the new one confirms it)."""
+    again = Challenge(
+        user_id=c.user_id,
+        email=c.email,
+        expires_at_us=v.state.now_us() + CHALLENGE_SECONDS * 1_000_000,
+        next=c.next,
+        secret=totp.new_secret(),
+        rehash=c.rehash,
+        recovered=True,
+    )
+    response = RedirectResponse("/login/totp/enrol", status_code=303)
+    _set_challenge(request, v, response, again)
+    return response
+
+
 @router.post("/login/totp")
 def totp_submit(request: Request, v: CsrfChecked, code: Field = "") -> Response:
     """Check the code (or confirm the new secret with it); only then create the session."""
@@ -288,7 +310,11 @@ def totp_submit(request: Request, v: CsrfChecked, code: Field = "") -> Response:
                     now_us=now_us,
                     actor=user.email,
                     source="operator",
+                    replace=c.recovered,
                 )
+            elif recovery.looks_like(code):
+                recovery.use(conn, user, secret_key=secret_key, code=code, now_us=now_us)
+                return _recovered(request, v, c)
             else:
                 users.check_totp(conn, user, secret_key=secret_key, code=code, now_us=now_us)
             session = users.start_session(
