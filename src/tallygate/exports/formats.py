@@ -158,7 +158,7 @@ def _piece(col: Col, v: str) -> str:
     if kind == "text":  # labels, models, statuses repeat row after row: their field is cached
         return f"(x if (x := get({v})) is not None else miss({v}))"
     if kind == "int":  # digits never need quoting
-        return f"({v} if {v}.__class__ is int else _int({v}))"
+        return f"({v} if {v}.__class__ is int else '' if {v} is None else _int({v}))"
     if kind == "money" and col.name.endswith("_per_m"):  # prices repeat: their text is cached
         return f"_price({v})"
     if kind == "money":
