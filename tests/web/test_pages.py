@@ -7,6 +7,7 @@ import re
 
 import httpx
 
+from tallygate.models.keys import api_keys
 from tallygate.web.render import money
 from tests.fixtures.gateway import (
     CHAT,
@@ -282,6 +283,26 @@ class TestMarketplace:
         assert money(ROUTED.output, "CNY") in text
         assert "routed-only" in text
         assert "tg-chat" not in none
+
+    def test_filters_by_route_type_and_by_my_keys(self, world: World) -> None:
+        with as_user(world) as client:
+            routed = client.get("/marketplace", params={"route": "routed"}).text
+            official = client.get("/marketplace", params={"route": "official"}).text
+        assert '<option value="routed" selected>' in routed
+        assert "tg-chat:routed" in routed and "tg-chat:official" not in routed
+        assert "tg-chat:official" in official and "tg-chat:routed" not in official
+        # revoke every key: no offer is usable by one of my keys any more
+        with world.db.begin() as conn:
+            conn.execute(api_keys.update().values(revoked_at=world.now_us()))
+        with as_user(world) as client:
+            mine = client.get("/marketplace", params={"mine": "1"}).text
+            everything = client.get("/marketplace").text
+            bad = client.get("/marketplace", params={"route": "teleport"})
+        assert 'id="mine" name="mine" value="1" checked' in mine
+        assert "tg-chat" not in mine and "No models match these filters" in mine
+        assert "tg-chat:official" in everything
+        assert bad.status_code == 400 and "unknown route type" in bad.text
+        assert "Traceback" not in bad.text
 
 
 class TestIsolation:
