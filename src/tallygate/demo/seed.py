@@ -3,12 +3,16 @@
 Idempotent — running it again keeps what exists: a demo user with a small starter balance in
 both buckets, two models (one on the official route, one on the routed route), two channels
 that point at the built-in demo upstream served by the same process under ``/demo-upstream``,
-and an API key (``TALLYGATE_DEMO_KEY`` when set, otherwise a new one per start)."""
+and an API key (``TALLYGATE_DEMO_KEY`` when set, otherwise a new one per start). The channels
+follow the address this start serves on: started again on another ``--host``/``--port``, they
+are moved to it (an audited channel update), and a wildcard bind address (``0.0.0.0``, ``::``)
+is reached through loopback."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from sqlalchemy import Connection
 
@@ -17,7 +21,13 @@ from tallygate.catalog import service as catalog
 from tallygate.catalog.schemas import ModelCreate, OfferPut
 from tallygate.channels import repository as channels_repo
 from tallygate.channels import service as channels
-from tallygate.channels.schemas import ChannelCreate, MappingsPut, ModelMapping, RouteType
+from tallygate.channels.schemas import (
+    ChannelCreate,
+    ChannelUpdate,
+    MappingsPut,
+    ModelMapping,
+    RouteType,
+)
 from tallygate.config import Settings
 from tallygate.keys import service as keys
 from tallygate.keys.schemas import KeyCreate
@@ -51,6 +61,18 @@ MODELS: tuple[tuple[str, str, RouteType, str, str, str], ...] = (
         "0.30",
     ),
 )
+
+
+def upstream_url(base_url: str) -> str:
+    """Where this process reaches its own demo upstream, given the address it serves on."""
+    parts = urlsplit(base_url.rstrip("/"))
+    host = parts.hostname or ""
+    if host in ("0.0.0.0", "::", ""):  # a wildcard bind: reach it through loopback
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{UPSTREAM_PATH}/v1"
 
 
 @dataclass(frozen=True)
@@ -124,13 +146,24 @@ def seed(
                 currencies=currencies,
             )
         channel_name = f"demo-{route}"
-        if channels_repo.channel_id_by_name(conn, channel_name) is None:
+        url = channels.check_base_url(upstream_url(base_url))
+        existing = channels_repo.channel_id_by_name(conn, channel_name)
+        if existing is not None and channels.get_channel(conn, existing).base_url != url:
+            channels.update_channel(
+                conn,
+                existing,
+                ChannelUpdate(base_url=url),
+                operator="demo",
+                secret_key=settings.secret_key,
+                now_us=now_us,
+            )
+        if existing is None:
             channel = channels.create_channel(
                 conn,
                 ChannelCreate(
                     name=channel_name,
                     label=f"Demo {route} channel",
-                    base_url=f"{base_url}{UPSTREAM_PATH}/v1",
+                    base_url=url,
                     secret=UPSTREAM_SECRET,
                     route_type=route,
                 ),
