@@ -82,6 +82,8 @@ def begin(
         key_id=key_id,
         cause_type="request",
         cause_id=request_id,
+        # Nothing else is written with the hold: its statement may carry the COMMIT (0015).
+        commit_ahead=not idem_key,
     )
     if idem_key:
         claimed = tx.one(
@@ -126,6 +128,9 @@ def finish(
             memo=receipt.model,
             # PostgreSQL: the receipt is written by the settlement's own statement.
             then=receipts.from_settlement(receipt) if tx.postgres else None,
+            # Without an Idempotency-Key nothing else is written here (a replayed settlement's
+            # receipt is one statement of its own): the statement may carry the COMMIT (0015).
+            commit_ahead=not idem_key,
         )
         entry_id, charged, overrun = settled.entry_id, settled.charged_nanos, settled.overrun_nanos
         balance_after = settled.balance_after_nanos

@@ -233,10 +233,12 @@ class LedgerExecutor:
             postgres=True,
             fault=self._fault,
             prefix=_RELAXED_BEGIN if relaxed else _BEGIN,
+            solo=len(calls) == 1,
         )
 
     def _end(self, tx: Tx, statement: str) -> None:
-        """COMMIT or ROLLBACK — nothing at all when the transaction never sent a statement."""
+        """COMMIT or ROLLBACK — nothing at all when no transaction is open: it never sent a
+        statement, or its only statement was sent with its COMMIT (``Tx.one(commit=True)``)."""
         if tx.prefix:
             tx.prefix = ()
             return

@@ -87,12 +87,16 @@ class HoldOps:
         cause_type: str | None = None,
         cause_id: str | None = None,
         key_id: int | None = None,
+        commit_ahead: bool = False,
     ) -> Hold:
         """Reserve ``amount_nanos`` of the bucket and earmark the lots it will draw.
 
         Refused with ``AccountOwes`` while the bucket has debt and ``InsufficientBalance``
         (naming the shortfall) when available < amount. The same key with the same amount
-        returns the original hold; with a different amount, HoldNotPending/conflict."""
+        returns the original hold; with a different amount, HoldNotPending/conflict.
+
+        ``commit_ahead`` (PostgreSQL; the caller writes nothing else in this transaction): the
+        hold's one statement may carry its COMMIT (``Tx.one(commit=True)``, decision 0015)."""
         if type(amount_nanos) is not int or amount_nanos <= 0:
             raise InvalidAmount(f"hold amount must be a positive integer, got {amount_nanos!r}")
         ua = self.user_accounts(tx, user_id, bucket)
@@ -101,7 +105,17 @@ class HoldOps:
         day = key_spend.utc_day(now)
         if tx.postgres:
             return self._place_hold_pg(
-                tx, ua, hold_key, amount_nanos, now, expires, cause_type, cause_id, key_id, day
+                tx,
+                ua,
+                hold_key,
+                amount_nanos,
+                now,
+                expires,
+                cause_type,
+                cause_id,
+                key_id,
+                day,
+                commit_ahead,
             )
         if key_id is not None:
             key_spend.reserve(
@@ -185,9 +199,12 @@ class HoldOps:
         cause_id: str | None,
         key_id: int | None,
         day: int,
+        commit_ahead: bool = False,
     ) -> Hold:
         """PostgreSQL: the same steps as the SQLite path, as one server-side function call
-        (migrations 0002/0004) — one round trip instead of five."""
+        (migrations 0002/0004) — one round trip instead of five. Every later statement here
+        only reads (a replay, a refusal's details) or retries the whole hold, so the function
+        call may carry the transaction's COMMIT (``commit_ahead``)."""
         row = tx.one(
             "SELECT * FROM tg_place_hold(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -202,6 +219,7 @@ class HoldOps:
                 key_id,
                 day,
             ),
+            commit=commit_ahead,
         )
         assert row is not None
         outcome = row[0]
@@ -221,6 +239,7 @@ class HoldOps:
                 cause_id,
                 key_id,
                 day,
+                commit_ahead,
             )
         if outcome == "key_refused":
             assert key_id is not None
@@ -295,6 +314,7 @@ class HoldOps:
         cause_id: str | None = None,
         memo: str = "",
         then: tuple[str, Sequence[Any]] | None = None,
+        commit_ahead: bool = False,
     ) -> Settlement:
         """Charge the actual cost, release the rest — one transaction, one ``usage`` entry.
 
@@ -306,7 +326,11 @@ class HoldOps:
         act ``WHERE s.outcome = 'ok'``) sent in the same statement as ``tg_settle_hold`` — one
         round trip instead of two (the gateway's receipt, decision 0007). ``recorded`` on the
         result says whether it ran; elsewhere (SQLite, or a replayed settlement) it did not
-        and the caller runs its own statement."""
+        and the caller runs its own statement.
+
+        ``commit_ahead`` (PostgreSQL; the caller writes nothing else in this transaction but
+        the receipt of a replayed settlement, itself one statement): the settlement's one
+        statement may carry its COMMIT (``Tx.one(commit=True)``, decision 0015)."""
         if type(actual_nanos) is not int or actual_nanos < 0:
             raise InvalidAmount(
                 f"actual amount must be a non-negative integer, got {actual_nanos!r}"
@@ -316,7 +340,17 @@ class HoldOps:
         now = self.now_us()
         if tx.postgres:
             return self._settle_pg(
-                tx, hold_key, actual_nanos, now, kind, revenue, cause_type, cause_id, memo, then
+                tx,
+                hold_key,
+                actual_nanos,
+                now,
+                kind,
+                revenue,
+                cause_type,
+                cause_id,
+                memo,
+                then,
+                commit_ahead,
             )
         row = tx.one(
             "UPDATE holds SET status = 'settled', resolved_at = ?, "
@@ -395,16 +429,20 @@ class HoldOps:
         cause_id: str | None,
         memo: str,
         then: tuple[str, Sequence[Any]] | None = None,
+        commit_ahead: bool = False,
     ) -> Settlement:
         params: tuple[Any, ...] = (hold_key, actual, now, kind, revenue, cause_type, cause_id, memo)
         if then is None:
-            row = tx.one("SELECT * FROM tg_settle_hold(?, ?, ?, ?, ?, ?, ?, ?)", params)
+            row = tx.one(
+                "SELECT * FROM tg_settle_hold(?, ?, ?, ?, ?, ?, ?, ?)", params, commit=commit_ahead
+            )
         else:
             row = tx.one(
                 "WITH s AS MATERIALIZED (SELECT * FROM tg_settle_hold(?, ?, ?, ?, ?, ?, ?, ?)), "
                 f"t AS ({then[0]}) "
                 "SELECT outcome, charged, overrun, released, o_entry, balance_after FROM s",
                 (*params, *then[1]),
+                commit=commit_ahead,
             )
         assert row is not None
         if row[0] != "ok":

@@ -15,7 +15,7 @@ Row = tuple[Any, ...]
 class Tx:
     """One open transaction. ``postgres`` selects placeholder style and row-lock clauses."""
 
-    __slots__ = ("conn", "postgres", "fault", "_sql", "prefix")
+    __slots__ = ("conn", "postgres", "fault", "_sql", "prefix", "solo")
 
     def __init__(
         self,
@@ -24,6 +24,7 @@ class Tx:
         postgres: bool,
         fault: Callable[[str], None] | None = None,
         prefix: tuple[str, ...] = (),
+        solo: bool = False,
     ) -> None:
         self.conn = conn
         self.postgres = postgres
@@ -33,17 +34,26 @@ class Tx:
         """PostgreSQL, from the ledger executor: statements (``BEGIN`` …) not sent yet. They go
         out in one pipeline with the first statement of the transaction — one round trip for
         both (decision 0015); empty once sent."""
+        self.solo = solo
+        """The transaction is one ledger call's alone: ``one(..., commit=True)`` may send its
+        COMMIT in the same pipeline (see ``one``)."""
 
-    def _execute(self, cur: Any, sql: str, params: Sequence[Any]) -> None:
+    def _execute(self, cur: Any, sql: str, params: Sequence[Any], commit: bool = False) -> None:
         if not self.prefix:
             cur.execute(self._q(sql), params)
             return
         prefix, self.prefix = self.prefix, ()
+        ahead = commit and self.solo and self.fault is None
         with self.conn.pipeline():
             for statement in prefix:
                 self.conn.execute(statement)
             cur.execute(self._q(sql), params)
-        # Leaving the pipeline synced it: every result (and any error) has arrived.
+            if ahead:
+                self.conn.execute("COMMIT")
+        # Leaving the pipeline synced it: every result (and any error) has arrived. After a
+        # COMMIT sent ahead, a further statement opens a new transaction the same way.
+        if ahead:
+            self.prefix = prefix
 
     def _q(self, sql: str) -> str:
         if not self.postgres:
@@ -58,10 +68,15 @@ class Tx:
         """Row-lock suffix: PostgreSQL locks the row; SQLite writers are already serialised."""
         return " FOR UPDATE" if self.postgres else ""
 
-    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+    def one(self, sql: str, params: Sequence[Any] = (), *, commit: bool = False) -> Row | None:
+        """One row of ``sql``. ``commit=True`` (PostgreSQL): when this is the first statement of
+        a transaction that is one ledger call's alone, BEGIN, the statement and COMMIT go out
+        in one pipeline — one round trip for the whole transaction. The caller promises that
+        the statement is atomic on its own and that whatever it runs afterwards may run in a
+        transaction of its own (reads, a refusal, an independent retry)."""
         cur = self.conn.cursor()
         try:
-            self._execute(cur, sql, params)
+            self._execute(cur, sql, params, commit)
             row = cur.fetchone()
             return tuple(row) if row is not None else None
         finally:
