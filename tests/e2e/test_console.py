@@ -227,6 +227,21 @@ class TestConfirming:
         assert b.console_errors == [] and b.failed == []
 
 
+UNLABELLED = """
+return Array.from(document.querySelectorAll('input, select, textarea, button, img'))
+  .filter(e => !['hidden', 'submit', 'button', 'reset'].includes(e.type) || e.tagName !== 'INPUT')
+  .filter(e => {
+    if (e.tagName === 'IMG') return !e.hasAttribute('alt');
+    if (e.getAttribute('aria-label') || e.getAttribute('aria-labelledby')) return false;
+    if (e.tagName === 'BUTTON') return !e.textContent.trim();
+    return !(e.labels && e.labels.length);
+  })
+  .map(e => e.outerHTML.slice(0, 120));
+"""
+"""Form controls a screen reader could not name: no ``<label>``, no aria-label, an empty
+button, an image without ``alt``."""
+
+
 class TestEveryPage:
     def _visit(self, b: Browser, world: World, paths: list[str], who: str, **ids: str) -> None:
         for path in paths:
@@ -237,6 +252,7 @@ class TestEveryPage:
             b.go(url)
             assert "Traceback" not in b.driver.page_source
             assert b.find("h1").text, url
+            assert b.driver.execute_script(UNLABELLED) == [], url
             b.screenshot(f"{who}-" + (url.strip("/").replace("/", "-") or "wallet"))
         b.collect()
         assert b.console_errors == [], b.console_errors
