@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, case, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, and_, case, func, insert, not_, select, update
 
 from tallygate.models.catalog import model_offers, models, price_versions
 from tallygate.models.receipts import receipts
@@ -117,8 +117,15 @@ def price_history(conn: Connection, model_id: int) -> list[RowMapping]:
     return list(conn.execute(stmt).mappings())
 
 
-# Client-side refusals never reached a route; they say nothing about its health.
-_ROUTED = receipts.c.status.in_(("ok", "failed", "partial"))
+# Client-side refusals never reached a route; they say nothing about its health. Nor does an
+# upstream's 4xx refusal of the request itself (a bad parameter): every route would refuse it.
+# An upstream 401/403 blames the channel's own secret or account, so it counts (decision 0019).
+_REQUEST_FAULT = and_(
+    receipts.c.error_code == "upstream_rejected",
+    receipts.c.http_status.between(400, 499),
+    receipts.c.http_status.not_in((401, 403)),
+)
+_ROUTED = and_(receipts.c.status.in_(("ok", "failed", "partial")), not_(_REQUEST_FAULT))
 # A stream the client itself cut short was served fine up to the cut.
 _SUCCEEDED = (receipts.c.status == "ok") | and_(
     receipts.c.status == "partial", receipts.c.client_disconnected == 1
