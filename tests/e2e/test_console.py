@@ -16,7 +16,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tallygate.kit.clock import to_epoch_us
 from tallygate.web.render import money
-from tests.fixtures.browser import Browser
+from tests.fixtures.browser import SCREENSHOTS, Browser
 from tests.fixtures.factories import PASSWORD, totp_code
 from tests.fixtures.gateway import CHAT, ROUTED_CHAT, World, WorldFactory
 from tests.research import helpers as research
@@ -240,6 +240,61 @@ return Array.from(document.querySelectorAll('input, select, textarea, button, im
 """
 """Form controls a screen reader could not name: no ``<label>``, no aria-label, an empty
 button, an image without ``alt``."""
+
+
+OVERFLOW = """
+const wide = document.documentElement.scrollWidth > document.documentElement.clientWidth + 1;
+return wide ? Array.from(document.querySelectorAll('main *'))
+  .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1
+               && !e.closest('.scroll'))
+  .slice(0, 5).map(e => e.outerHTML.slice(0, 120)) : [];
+"""
+"""Elements that make the page wider than the window (wide tables scroll inside their own
+``.scroll`` box instead)."""
+
+
+class TestPhone:
+    def test_the_main_pages_fit_a_phone_screen(self, browser: Browser, world: World) -> None:
+        b = browser
+        with world.openai() as client:
+            client.chat.completions.create(model=CHAT, messages=HI)  # type: ignore[arg-type]
+        sign_in(b, world.user.email)
+        b.driver.set_window_size(390, 844)
+        try:
+            for path in ("/", "/ledger", "/topup", "/keys", "/receipts", "/marketplace", "/redeem"):
+                b.go(path)
+                assert b.driver.execute_script(OVERFLOW) == [], path
+            b.go("/")
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            b.driver.save_screenshot(str(SCREENSHOTS / "phone-wallet.png"))
+        finally:
+            b.driver.set_window_size(1280, 1000)
+        b.collect()
+        assert b.console_errors == [] and b.failed == []
+
+    def test_the_operator_console_fits_a_phone_screen(self, browser: Browser, world: World) -> None:
+        b = browser
+        sign_in(b, world.operator.email, world=world)
+        b.driver.set_window_size(390, 844)
+        try:
+            for path in (
+                "/operator",
+                f"/operator/users/{world.user.id}",
+                "/operator/topups",
+                "/operator/refunds",
+                "/operator/channels",
+                "/operator/models",
+                "/operator/campaigns",
+                "/operator/audit",
+                "/operator/usage",
+                "/operator/exports",
+            ):
+                b.go(path)
+                assert b.driver.execute_script(OVERFLOW) == [], path
+        finally:
+            b.driver.set_window_size(1280, 1000)
+        b.collect()
+        assert b.console_errors == [] and b.failed == []
 
 
 class TestEveryPage:
