@@ -444,6 +444,10 @@ class TestRefunds:
             listing = client.get("/operator/refunds")
             refund_id = made.headers["location"].rsplit("/", 1)[1]
             assert refund_id in listing.text and order_id in listing.text
+            # the user's page links each entry to the console page of its cause
+            wallet = client.get(f"/operator/users/{person.id}").text
+            assert f'<a href="/operator/topups/{order_id}">order {order_id}</a>' in wallet
+            assert f'<a href="/operator/refunds/{refund_id}">refund {refund_id}</a>' in wallet
         assert world.balance(person, "routed") == 10 * NANOS - charge - 4 * NANOS
         assert ("refund.start", f"order:{order_id}", "asked nicely") in audit_actions(world)
 

@@ -7,6 +7,7 @@ its CSRF token."""
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
@@ -20,7 +21,6 @@ from tallygate.users import service as users
 from tallygate.wallet import service as wallet
 from tallygate.web.auth import SecondFactorRequired, SignedIn, SignedInForm, Viewer
 from tallygate.web.render import LABELS, page
-from tallygate.web.wallet import cause_link
 
 router = APIRouter(prefix="/operator", include_in_schema=False)
 
@@ -34,6 +34,16 @@ def operator_viewer(v: SignedIn) -> Viewer:
 
 
 Operator = Annotated[Viewer, Depends(operator_viewer)]
+
+
+def operator_cause_link(cause_type: str | None, cause_id: str | None) -> str | None:
+    """Where an operator reads the cause of a user's ledger entry: the console's top-up or
+    refund page; None otherwise (an adjustment's reason is on the entry itself)."""
+    if cause_id and cause_type == "order":
+        return f"/operator/topups/{quote(cause_id)}"
+    if cause_id and cause_type == "refund":
+        return f"/operator/refunds/{quote(cause_id)}"
+    return None
 
 
 def operator_form(v: SignedInForm) -> Viewer:
@@ -96,7 +106,7 @@ def _user_page(
         person=person,
         wallet=w,
         recent=recent,
-        cause_link=cause_link,
+        cause_link=operator_cause_link,
         error=error,
         adjusted=done,
         form=form or {"bucket": "credit", "amount": "", "reason": "", "request_id": ""},
