@@ -104,6 +104,11 @@ class TestAdjustBalance:
         assert ("adjustment.create", f"user:{person.id}:routed", "goodwill for the outage") in (
             audit_actions(world)
         )
+        # the user sees it on their ledger as an operator's adjustment, with its reason
+        with session_client(world.base_url, world.make.session_token(person)) as mine:
+            ledger = mine.get("/ledger", params={"bucket": "routed", "kind": "adjustment"}).text
+        assert "+¥2.50" in ledger and "adjustment by an operator" in ledger
+        assert "goodwill for the outage" in ledger and "adjustment:" not in ledger
 
     def test_a_debit_takes_money_back(self, world: World) -> None:
         person = world.new_user(credit=3 * NANOS)
