@@ -69,9 +69,19 @@ def main() -> None:
     ap.add_argument("--c", default="1,16")
     ap.add_argument("-d", "--duration", type=float, default=5.0)
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument(
+        "--rev-paths",
+        help="for TARGET@REV: HEAD's tree with only these comma-separated paths from REV "
+        "(when REV's migrations no longer match the database that seed.py creates)",
+    )
     ap.add_argument("--pyspy", help="also write py-spy collapsed stacks (c=first) to this file")
     args = ap.parse_args()
     os.sched_setaffinity(0, {run.HARNESS_CPU})
+
+    def _terminate(signum: int, _frame: Any) -> None:  # clean up (a background job ignores ^C)
+        raise SystemExit(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _terminate)
     tmp = Path(tempfile.mkdtemp(prefix="tallygate-focus-"))
     procs = []
     targets: list[run.Target] = []
@@ -86,11 +96,18 @@ def main() -> None:
             env_before = os.environ.get("PYTHONPATH")
             if rev:
                 tree = tmp / f"rev-{i}"
+                at = "HEAD" if args.rev_paths else rev
                 subprocess.run(
-                    ["git", "-C", str(run.ROOT), "worktree", "add", "--detach", str(tree), rev],
+                    ["git", "-C", str(run.ROOT), "worktree", "add", "--detach", str(tree), at],
                     check=True,
                     capture_output=True,
                 )
+                if args.rev_paths:  # HEAD, with only these paths as they were at REV
+                    subprocess.run(
+                        ["git", "-C", str(tree), "checkout", rev, "--", *args.rev_paths.split(",")],
+                        check=True,
+                        capture_output=True,
+                    )
                 worktrees.append(tree)
                 os.environ["PYTHONPATH"] = str(tree / "src")
             label = f"tallygate-{name}" + (f"@{rev}" if rev else "")

@@ -115,6 +115,14 @@ def finish(
     charged = overrun = 0
     recorded = False
     balance_after: int | None
+    body: bytes | None = None
+    expected = -1
+    if render is not None and charge is not None and tx.postgres and not idem_key:
+        # The settlement below may commit together with its statement (commit_ahead): render
+        # first, from the charge it will make (the hold caps it), so that a body which cannot
+        # be rendered fails the call before anything is written, as it always did.
+        expected = min(charge, receipt.hold_nanos)
+        body = render(Finished(expected, 0, None, None, None))
     if charge is None:
         ledger.release_hold(tx, hold_key=receipt.request_id)
         balance_after = ledger.balance(tx, receipt.user_id, receipt.bucket).balance_nanos
@@ -143,7 +151,9 @@ def finish(
         receipts.insert(tx, receipt)
     done = Finished(charged, overrun, balance_after, entry_id, None)
     if render is not None:
-        done = Finished(charged, overrun, balance_after, entry_id, render(done))
+        if body is None or charged != expected:
+            body = render(done)
+        done = Finished(charged, overrun, balance_after, entry_id, body)
     if idem_key and receipt.key_id is not None and receipt.status == "failed":
         # Nothing was charged: forget the key so a retry is served afresh.
         tx.run(
