@@ -122,7 +122,7 @@ class TestExpiry:
 class TestDailySpendLimit:
     def test_a_spent_daily_limit_is_a_402_until_the_next_utc_day(self, world: World) -> None:
         limit = hold_for(prompt_tokens(world), 5)  # room for exactly one such hold a day
-        _, key = world.new_key(spend_limits={"credit": {"daily": limit}})
+        key_id, key = world.new_key(spend_limits={"credit": {"daily": limit}})
         world.clock.advance(DAY - 60)  # 23:59 UTC: the day's limit is still fresh
         with world.openai(key, max_retries=0) as client:
             first = chat(client)
@@ -141,6 +141,12 @@ class TestDailySpendLimit:
         assert all(0 < c < limit for c in charges)
         assert world.balance(bucket="credit") == START_BALANCE - sum(charges)
         assert len([r for r in world.primary.requests if r.model.endswith("-official")]) == 2
+        # The key's counters agree with its receipts: charges, not holds, and nothing left held.
+        with world.as_user() as http:
+            spend = {s["bucket"]: s for s in http.get(f"/api/keys/{key_id}").json()["spend"]}
+        assert spend["credit"]["total_spent_nanos"] == sum(charges)
+        assert spend["credit"]["today_spent_nanos"] == charges[1]  # the new UTC day's only one
+        assert spend["credit"]["reserved_nanos"] == 0
 
 
 class TestTokensPerMinute:
