@@ -6,6 +6,7 @@ sign-in page, which brings it back afterwards."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import quote
@@ -13,7 +14,7 @@ from urllib.parse import quote
 from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from tallygate.errors import TallygateError
+from tallygate.errors import BadRequest, TallygateError
 from tallygate.state import AppState, State
 from tallygate.users import service as users
 from tallygate.users.dependencies import SESSION_COOKIE
@@ -63,7 +64,19 @@ class Viewer:
         )
 
 
+class NulCharacter(BadRequest):
+    code = "nul_character"
+
+
+def _refuse_nul(values: Iterable[str]) -> None:
+    """A NUL character in a page's address or form: a readable 400 (PostgreSQL text cannot
+    hold one, so it would otherwise fail deep in a query)."""
+    if any("\x00" in value for value in values):
+        raise NulCharacter("the address or form contains a NUL character (%00): remove it")
+
+
 def viewer(request: Request, state: State) -> Viewer:
+    _refuse_nul([request.url.path, *(k + v for k, v in request.query_params.multi_items())])
     token = request.cookies.get(SESSION_COOKIE) or None
     anon = request.cookies.get(security.CSRF_COOKIE) or None
     if token is None:
@@ -91,6 +104,7 @@ SignedIn = Annotated[Viewer, Depends(signed_in)]
 async def csrf_checked(request: Request, v: AnyViewer) -> Viewer:
     """The viewer of a form POST whose ``csrf_token`` is valid (403 otherwise)."""
     form = await request.form()
+    _refuse_nul(k + v for k, v in form.multi_items() if isinstance(v, str))
     given = form.get("csrf_token")
     security.check_csrf(
         v.state.settings.secret_key,

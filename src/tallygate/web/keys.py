@@ -15,6 +15,7 @@ from tallygate.errors import TallygateError
 from tallygate.keys import service as keys
 from tallygate.keys.schemas import KeyCreate, KeyCreated
 from tallygate.web.auth import SignedIn, SignedInForm, Viewer
+from tallygate.web.params import MAX_ID
 from tallygate.web.render import page
 
 router = APIRouter(include_in_schema=False)
@@ -125,7 +126,7 @@ def create_key(
 
 
 @router.post("/keys/{key_id}/revoke")
-def revoke_key(key_id: Annotated[int, Path(ge=1)], v: SignedInForm) -> Response:
+def revoke_key(key_id: Annotated[int, Path(ge=1, le=MAX_ID)], v: SignedInForm) -> Response:
     assert v.user is not None
     with v.state.db.begin() as conn:
         keys.revoke_key(

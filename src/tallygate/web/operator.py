@@ -20,6 +20,7 @@ from tallygate.ledger import BUCKETS
 from tallygate.users import service as users
 from tallygate.wallet import service as wallet
 from tallygate.web.auth import SecondFactorRequired, SignedIn, SignedInForm, Viewer
+from tallygate.web.params import MAX_ID
 from tallygate.web.render import LABELS, page
 
 router = APIRouter(prefix="/operator", include_in_schema=False)
@@ -57,7 +58,7 @@ Text = Annotated[str, Form(max_length=2000)]
 
 @router.get("")
 def users_page(
-    request: Request, v: Operator, cursor: Annotated[int | None, Query(ge=1)] = None
+    request: Request, v: Operator, cursor: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None
 ) -> Response:
     with v.state.db.read() as conn:
         listing = users.list_users(conn, cursor=cursor, limit=50)
@@ -118,8 +119,8 @@ def _user_page(
 def user_page(
     request: Request,
     v: Operator,
-    user_id: Annotated[int, Path(ge=1)],
-    adjusted: Annotated[int | None, Query(ge=1)] = None,
+    user_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    adjusted: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> Response:
     return _user_page(request, v, user_id, adjusted=adjusted)
 
@@ -128,7 +129,7 @@ def user_page(
 def adjust(
     request: Request,
     v: OperatorForm,
-    user_id: Annotated[int, Path(ge=1)],
+    user_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     bucket: Annotated[str, Form(max_length=16)] = "",
     amount: Annotated[str, Form(max_length=40)] = "",
     reason: Text = "",

@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from tallygate.audit import service as audit
 from tallygate.kit.clock import to_epoch_us
 from tallygate.web.operator import Operator, OperatorForm
+from tallygate.web.params import MAX_ID
 from tallygate.web.render import page
 
 router = APIRouter(prefix="/operator", include_in_schema=False)
@@ -106,7 +107,7 @@ def trail(
     target: Filter = "",
     since: Annotated[str, Query(max_length=40)] = "",
     until: Annotated[str, Query(max_length=40)] = "",
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> Response:
     return _trail(
         request,

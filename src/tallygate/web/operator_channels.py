@@ -30,11 +30,12 @@ from tallygate.errors import TallygateError
 from tallygate.models.receipts import receipts
 from tallygate.web.auth import Viewer
 from tallygate.web.operator import Operator, OperatorForm
+from tallygate.web.params import MAX_ID
 from tallygate.web.render import page
 
 router = APIRouter(prefix="/operator", include_in_schema=False)
 
-ChannelId = Annotated[int, Path(ge=1)]
+ChannelId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Short = Annotated[str, Form(max_length=500)]
 Secret = Annotated[str, Form(max_length=4000)]
 Mappings = Annotated[str, Form(max_length=20000)]

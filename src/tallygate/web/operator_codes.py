@@ -20,12 +20,13 @@ from tallygate.errors import TallygateError
 from tallygate.ledger import BUCKETS
 from tallygate.web.auth import Viewer
 from tallygate.web.operator import Operator, OperatorForm
+from tallygate.web.params import MAX_ID
 from tallygate.web.render import LABELS, page
 
 router = APIRouter(prefix="/operator", include_in_schema=False)
 
-CampaignId = Annotated[int, Path(ge=1)]
-CodeId = Annotated[int, Path(ge=1)]
+CampaignId = Annotated[int, Path(ge=1, le=MAX_ID)]
+CodeId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Short = Annotated[str, Form(max_length=200)]
 Reason = Annotated[str, Form(max_length=1000)]
 
@@ -105,7 +106,7 @@ def _campaigns_page(
 
 @router.get("/campaigns")
 def campaigns_page(
-    request: Request, v: Operator, cursor: Annotated[int | None, Query(ge=1)] = None
+    request: Request, v: Operator, cursor: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None
 ) -> Response:
     return _campaigns_page(request, v, cursor=cursor)
 
@@ -228,8 +229,8 @@ def campaign_page(
     v: Operator,
     campaign_id: CampaignId,
     saved: str = "",
-    codes_cursor: Annotated[int | None, Query(ge=1)] = None,
-    redemptions_cursor: Annotated[int | None, Query(ge=1)] = None,
+    codes_cursor: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    redemptions_cursor: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> Response:
     return _campaign_page(
         request,
@@ -355,7 +356,7 @@ def delete_code(
     request: Request,
     v: OperatorForm,
     code_id: CodeId,
-    campaign_id: Annotated[int, Form(ge=1)],
+    campaign_id: Annotated[int, Form(ge=1, le=MAX_ID)],
     reason: Reason = "",
 ) -> Response:
     """Delete a never-redeemed code; a redeemed one is refused with the reason on the page."""

@@ -24,6 +24,7 @@ from tallygate.receipts import service as receipts
 from tallygate.receipts.schemas import ReceiptOut
 from tallygate.users import service as users
 from tallygate.web.operator import Operator, OperatorForm, Text
+from tallygate.web.params import MAX_ID
 from tallygate.web.render import page
 
 router = APIRouter(prefix="/operator", include_in_schema=False)
@@ -103,9 +104,9 @@ def topups(
     v: Operator,
     state: Annotated[str, Query(max_length=24)] = "",
     provider: Annotated[str, Query(max_length=16)] = "",
-    user_id: Annotated[int | None, Query(ge=1)] = None,
-    cursor: Annotated[int | None, Query(ge=1)] = None,
-    requeued: Annotated[int | None, Query(ge=1)] = None,
+    user_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    requeued: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> Response:
     return _topups_page(
         request,
@@ -225,7 +226,10 @@ def _refundable(conn: Connection, order: OrderOut) -> str | None:
 
 @router.post("/payment-jobs/{job_id}/requeue")
 def requeue_job(
-    request: Request, v: OperatorForm, job_id: Annotated[int, Path(ge=1)], reason: Text = ""
+    request: Request,
+    v: OperatorForm,
+    job_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    reason: Text = "",
 ) -> Response:
     """Give a dead webhook job another run now (reason required; audited as
     ``payment_job.requeue``), as ``POST /admin/api/jobs/{id}/requeue`` does."""
@@ -409,7 +413,7 @@ def refund_list(
     request: Request,
     v: Operator,
     shortfall: Annotated[str, Query(max_length=24)] = "",
-    cursor: Annotated[int | None, Query(ge=1)] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> Response:
     error = None
     if shortfall and shortfall not in SHORTFALL_STATES:

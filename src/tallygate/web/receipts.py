@@ -19,6 +19,7 @@ from tallygate.receipts import service as receipts
 from tallygate.receipts.service import DAY_US
 from tallygate.web.auth import SignedIn
 from tallygate.web.charts import spend_charts
+from tallygate.web.params import MAX_ID
 from tallygate.web.render import page
 from tallygate.web.wallet import day
 
@@ -45,7 +46,7 @@ def list_receipts(
     route_type: Annotated[str, Query(max_length=16)] = "",
     since: Annotated[str, Query(max_length=10, description="from this UTC day")] = "",
     until: Annotated[str, Query(max_length=10, description="up to this UTC day, excluded")] = "",
-    cursor: Annotated[int | None, Query(ge=1)] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> Response:
     assert v.user is not None
     if status and status not in STATUSES:

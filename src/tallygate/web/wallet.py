@@ -19,6 +19,7 @@ from tallygate.payments import service as payments
 from tallygate.payments import views as payment_views
 from tallygate.wallet import service as wallet
 from tallygate.web.auth import AnyViewer, LoginRequired, SignedIn, Viewer
+from tallygate.web.params import MAX_ID
 from tallygate.web.render import page
 
 router = APIRouter(include_in_schema=False)
@@ -148,7 +149,7 @@ def ledger(
     kind: Annotated[str | None, Query(max_length=32)] = None,
     since: Annotated[str, Query(max_length=10, description="from this day (UTC)")] = "",
     until: Annotated[str, Query(max_length=10, description="up to and including this day")] = "",
-    cursor: Annotated[int | None, Query(ge=1)] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> Response:
     assert v.user is not None
     if kind and kind not in ENTRY_KINDS:
