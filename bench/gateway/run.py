@@ -1000,6 +1000,9 @@ def targets_table(
     return ["| target (issue 3) | bar | measured | |", "|---|---|---:|---|", *rows, ""]
 
 
+NOTES_OPEN, NOTES_CLOSE = "<!-- gateway-notes -->", "<!-- /gateway-notes -->"
+
+
 def write_section(lines: list[str]) -> None:
     path = ROOT / "docs" / "benchmarks.md"
     text = (
@@ -1012,6 +1015,13 @@ def write_section(lines: list[str]) -> None:
     section = "\n".join(lines).rstrip() + "\n"
     if start >= 0:  # replaced where it stands: the other sections keep their order
         end = text.find("\n## ", start + 5)
+        old = text[start : end + 1 if end >= 0 else len(text)]
+        a, b = old.find(NOTES_OPEN), old.find(NOTES_CLOSE)
+        if 0 <= a < b:  # hand-written notes survive a new run, after its first paragraph
+            notes = old[a : b + len(NOTES_CLOSE)]
+            cut = section.find("\n\n", section.find("\n\n") + 2)
+            if cut >= 0:
+                section = section[: cut + 2] + notes + "\n\n" + section[cut + 2 :]
         text = text[:start] + section + ("\n" + text[end + 1 :] if end >= 0 else "")
     else:
         text = text.rstrip() + "\n\n" + section
