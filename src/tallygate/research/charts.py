@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import math
 from html import escape
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from tallygate.research.data import MarketData
 from tallygate.research.facts import TRADING_DAYS
+
+if TYPE_CHECKING:  # pandas/numpy load on first use: the gateway's processes never pay for them
+    import pandas as pd
 
 WIDTH, HEIGHT = 640, 240
 LEFT, RIGHT, TOP, BOTTOM = 56, 12, 28, 28
@@ -91,6 +93,8 @@ def line_chart(
 
 
 def charts(data: MarketData) -> dict[str, str]:
+    import pandas as pd
+
     out: dict[str, str] = {}
     for sym in data.symbols():
         close = data.frames[sym]["close"]

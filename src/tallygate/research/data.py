@@ -12,10 +12,12 @@ import io
 import math
 from dataclasses import dataclass
 from importlib import resources
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from tallygate.errors import BadRequest
+
+if TYPE_CHECKING:  # pandas/numpy load on first use: the gateway's processes never pay for them
+    import pandas as pd
 
 REQUIRED = ("date", "open", "high", "low", "close", "volume")
 PRICES = ("open", "high", "low", "close")
@@ -94,6 +96,8 @@ def _bad_date(raw: str, line: int) -> dt.date:
 
 def parse_csv(data: str | bytes, *, symbol: str | None = None) -> MarketData:
     """Rows ``date,[symbol,]open,high,low,close,volume`` (header names case-insensitive)."""
+    import pandas as pd
+
     text = _text(data)
     if not text.strip():
         raise MarketDataError("the file is empty")

@@ -11,11 +11,12 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 from itertools import combinations
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from tallygate.research.data import MarketData
+
+if TYPE_CHECKING:  # pandas/numpy load on first use: the gateway's processes never pay for them
+    import pandas as pd
 
 TRADING_DAYS = 252
 RETURN_WINDOWS = {5: "1-week", 21: "1-month", 63: "3-month", 126: "6-month"}
@@ -68,6 +69,8 @@ def _percent(key: str, sym: str | None, label: str, value: float, convention: st
 
 
 def wilder_rsi(close: pd.Series, period: int = RSI_PERIOD) -> float | None:
+    import numpy as np
+
     changes = np.diff(close.to_numpy(dtype="float64"))
     if len(changes) < period:
         return None
@@ -84,6 +87,9 @@ def wilder_rsi(close: pd.Series, period: int = RSI_PERIOD) -> float | None:
 
 
 def _last_cross(fast: pd.Series, slow: pd.Series) -> tuple[pd.Timestamp, str] | None:
+    import numpy as np
+    import pandas as pd
+
     both = pd.concat([fast, slow], axis=1).dropna()
     if len(both) < 2:
         return None
@@ -210,6 +216,9 @@ def symbol_facts(sym: str, frame: pd.DataFrame) -> list[Fact]:
 
 
 def compute_facts(data: MarketData) -> list[Fact]:
+    import numpy as np
+    import pandas as pd
+
     facts: list[Fact] = []
     for sym in data.symbols():
         facts += symbol_facts(sym, data.frames[sym])
