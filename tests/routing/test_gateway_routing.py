@@ -140,11 +140,6 @@ def test_an_upstream_400_is_the_requests_fault_not_the_channels(world: World) ->
     assert attempts(healthy) == [("Official A", 200)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/proxy.py::forward does not yet call routing.health.blames_channel "
-    "(docs/decisions/0019): an upstream 401 ends the request instead of falling back",
-)
 def test_an_upstream_401_blames_the_channel_falls_back_and_opens_its_circuit(
     world: World,
 ) -> None:

@@ -27,6 +27,7 @@ from tallygate.gateway.handler import (
 )
 from tallygate.gateway.http import Receive, Scope, Send
 from tallygate.gateway.snapshot import Channel
+from tallygate.routing.health import blames_channel
 from tallygate.routing.select import order
 from tallygate.upstream.lean import (
     LeanClient,
@@ -151,7 +152,8 @@ async def forward(call: Call, scope: Scope, receive: Receive, send: Send) -> Non
         except UPSTREAM_ERRORS as exc:
             await _attempt(call, channel, started, None, _describe(exc))
             continue
-        if resp.status in RETRYABLE_STATUS or resp.status >= 500:
+        if resp.status in RETRYABLE_STATUS or blames_channel(resp.status):
+            # the channel's fault (5xx, 429, its secret refused: decision 0019): the next one
             raw = await _read_quietly(resp)
             await _attempt(call, channel, started, resp.status, _upstream_message(raw, resp.status))
             continue
@@ -170,7 +172,7 @@ async def forward(call: Call, scope: Scope, receive: Receive, send: Send) -> Non
             await fail(
                 call,
                 send,
-                resp.status if resp.status != 401 else 502,
+                resp.status,
                 _upstream_message(raw, resp.status),
                 "upstream_rejected",
             )
