@@ -4,6 +4,7 @@ limit, which every process shares through the database. Both databases, real ser
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
@@ -25,6 +26,22 @@ def password_step(client: httpx.Client, email: str, next: str = "/") -> httpx.Re
 
 def now_code(live: LiveServer) -> str:
     return totp_code(to_epoch_us(live.clock.now()))
+
+
+def confirm_setup(client: httpx.Client, live: LiveServer, secret: str, next: str) -> list[str]:
+    """Confirm a new secret with the code it gives now: the session starts, and the page shows
+    ten recovery codes once (not cached), with a link on to ``next``."""
+    code = totp.code_at(secret, to_epoch_us(live.clock.now()))
+    done = submit(client, "/login/totp/enrol", "/login/totp", code=code)
+    assert done.status_code == 200 and "Save your recovery codes" in done.text
+    assert done.headers["cache-control"] == "no-store"
+    assert f'href="{html.escape(next)}" id="continue"' in done.text
+    assert "tallygate_session=" in done.headers["set-cookie"]
+    shown = re.search(r'data-testid="recovery-codes">([^<]*)<', done.text)
+    assert shown
+    codes = shown.group(1).split()
+    assert len(codes) == 10 and all(recovery.looks_like(c) for c in codes)
+    return codes
 
 
 class TestSecondStep:
@@ -124,9 +141,7 @@ class TestEnrolment:
             wrong = submit(client, "/login/totp/enrol", "/login/totp", code="123456")
             assert wrong.status_code == 401 and "does not match" in wrong.text
             assert secret.group(1) in wrong.text  # still shown, to try again
-            code = totp.code_at(secret.group(1), to_epoch_us(live.clock.now()))
-            done = submit(client, "/login/totp/enrol", "/login/totp", code=code)
-            assert done.status_code == 303 and done.headers["location"] == "/operator"
+            codes = confirm_setup(client, live, secret.group(1), "/operator")
             assert client.get("/operator").status_code == 200
         # from now on the same secret is asked for, and the setup page is not shown again
         live.clock.advance(30)
@@ -134,6 +149,11 @@ class TestEnrolment:
             assert password_step(client, "new-op@example.com").headers["location"] == "/login/totp"
             code = totp.code_at(secret.group(1), to_epoch_us(live.clock.now()))
             assert submit(client, "/login/totp", "/login/totp", code=code).status_code == 303
+        # and one of the codes shown is a way back in without the app
+        with live.client() as client:
+            password_step(client, "new-op@example.com")
+            used = submit(client, "/login/totp", "/login/totp", code=codes[3])
+            assert used.headers["location"] == "/login/totp/enrol"
 
 
 class TestSessionWithoutSecondFactor:
@@ -154,10 +174,7 @@ class TestSessionWithoutSecondFactor:
             assert "Set up your second factor" in page.text
             secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
             assert secret
-            code = totp.code_at(secret.group(1), to_epoch_us(live.clock.now()))
-            done = submit(client, "/login/totp/enrol", "/login/totp", code=code)
-            assert done.status_code == 303
-            assert done.headers["location"] == "/operator/topups?state=paid"
+            confirm_setup(client, live, secret.group(1), "/operator/topups?state=paid")
             assert client.get("/operator/topups?state=paid").status_code == 200
 
     def test_the_old_session_ends_when_the_new_one_starts(self, live: LiveServer) -> None:
@@ -168,8 +185,7 @@ class TestSessionWithoutSecondFactor:
             page = client.get("/login/totp/enrol")
             secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
             assert secret
-            code = totp.code_at(secret.group(1), to_epoch_us(live.clock.now()))
-            assert submit(client, "/login/totp/enrol", "/login/totp", code=code).status_code == 303
+            confirm_setup(client, live, secret.group(1), "/operator")
         with session_client(live.base_url, old) as stale:
             assert stale.get("/operator").headers["location"] == "/login?next=%2Foperator"
 
@@ -238,9 +254,7 @@ class TestRecoveryCodes:
             assert "Recovery code accepted" in page.text
             secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
             assert secret
-            code = totp.code_at(secret.group(1), to_epoch_us(live.clock.now()))
-            done = submit(client, "/login/totp/enrol", "/login/totp", code=code)
-            assert done.status_code == 303 and done.headers["location"] == "/operator/audit"
+            fresh = confirm_setup(client, live, secret.group(1), "/operator/audit")
             assert client.get("/operator/audit").status_code == 200
         trail = audit_trail(live)
         assert ("user.recovery_code_use", f"user:{op.id}", {"codes_left": 9}) in trail
@@ -257,6 +271,10 @@ class TestRecoveryCodes:
             assert old.status_code == 401
             again = submit(client, "/login/totp", "/login/totp", code=codes[0])
             assert again.status_code == 401 and "already used" in again.text
+            # the new app came with new codes: the old ones are gone
+            stale = submit(client, "/login/totp", "/login/totp", code=codes[1])
+            assert stale.status_code == 401
+            assert len(fresh) == 10 and not set(fresh) & set(codes)
             new = totp.code_at(secret.group(1), to_epoch_us(live.clock.now()))
             assert submit(client, "/login/totp", "/login/totp", code=new).status_code == 303
 

@@ -4,7 +4,9 @@ Operators take a second step: after their password, the browser holds only a sho
 sealed challenge cookie (who, until when, where to go next, and a new secret while enrolling)
 and is sent to the code page; the session is created only once the TOTP code is accepted. An
 operator without a second factor is shown a new secret (and its ``otpauth://`` URI) and must
-confirm a code from it before the console opens."""
+confirm a code from it before the console opens; that confirmation shows ten one-time recovery
+codes once. A recovery code in place of the TOTP code leads to setting up a new app
+(docs/decisions/0018-operator-recovery-codes.md)."""
 
 from __future__ import annotations
 
@@ -50,6 +52,13 @@ def client_address(request: Request, v: Viewer) -> str:
 
 def _signed_in(request: Request, v: Viewer, session: users.Session, target: str) -> Response:
     response = RedirectResponse(safe_next(target), status_code=303)
+    _set_session_cookie(request, v, response, session)
+    return response
+
+
+def _set_session_cookie(
+    request: Request, v: Viewer, response: Response, session: users.Session
+) -> None:
     assert session.token is not None
     response.set_cookie(
         SESSION_COOKIE,
@@ -60,7 +69,6 @@ def _signed_in(request: Request, v: Viewer, session: users.Session, target: str)
         samesite="lax",
         secure=request.url.scheme == "https",
     )
-    return response
 
 
 @router.get("/login")
@@ -293,6 +301,7 @@ def totp_submit(request: Request, v: CsrfChecked, code: Field = "") -> Response:
     keys = _limit_keys(request, v, c.email)
     now_us = v.state.now_us()
     secret_key = v.state.settings.secret_key
+    codes: list[str] = []
     try:
         with v.state.db.read() as conn:
             limiter.check(conn, keys, now_us)
@@ -311,6 +320,14 @@ def totp_submit(request: Request, v: CsrfChecked, code: Field = "") -> Response:
                     actor=user.email,
                     source="operator",
                     replace=c.recovered,
+                )
+                codes = recovery.issue(
+                    conn,
+                    user,
+                    secret_key=secret_key,
+                    now_us=now_us,
+                    actor=user.email,
+                    source="operator",
                 )
             elif recovery.looks_like(code):
                 recovery.use(conn, user, secret_key=secret_key, code=code, now_us=now_us)
@@ -338,7 +355,19 @@ def totp_submit(request: Request, v: CsrfChecked, code: Field = "") -> Response:
         with v.state.db.begin() as conn:
             limiter.fail(conn, keys, now_us)
         return _totp_page(request, v, c, status_code=exc.status, error=exc.message)
-    response = _signed_in(request, v, session, c.next)
+    if codes:  # a new second factor: its recovery codes, shown this once, then the console
+        response = page(
+            request,
+            v,
+            "login_recovery_codes.html",
+            title="Save your recovery codes",
+            codes=codes,
+            next=safe_next(c.next),
+        )
+        _set_session_cookie(request, v, response, session)
+    else:
+        response = _signed_in(request, v, session, c.next)
+    response.headers["Cache-Control"] = "no-store"
     response.delete_cookie(CHALLENGE_COOKIE, path="/login", httponly=True, samesite="lax")
     return response
 
