@@ -300,8 +300,8 @@ def section(results: list[Result], n: int, repeat: int) -> str:
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}; load average during the run "
-        f"{os.getloadavg()[0]:.1f} (other work shared the machine: the CPU-second column is the "
-        "exporter's own rate, independent of that).",
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (the CPU-second column is the "
+        "exporter's own rate, independent of what else the machine runs).",
         "",
         f"| database | rows/s (median, wall) | runs (rows/s) | rows per CPU-second (median) "
         f"| peak RSS, {n:,} rows | peak RSS, {n // 10:,} rows | baseline RSS "
