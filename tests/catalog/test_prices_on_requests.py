@@ -7,7 +7,6 @@ test."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -22,27 +21,19 @@ from tests.fixtures.gateway import (
     START_BALANCE,
     Prices,
     World,
-    WorldFactory,
     expected_charge,
     gateway_upstreams,
     make_world,
+    reconciled,
     world,
 )
 
-__all__ = ["gateway_upstreams", "make_world", "world"]
+__all__ = ["gateway_upstreams", "make_world", "reconciled", "world"]
 
 MESSAGES: list[Any] = [{"role": "user", "content": "What does this cost today?"}]
 NEW_OFFICIAL = replace(
     OFFICIAL, input=3_000_000_007, output=12_000_000_011, cached_input=1_500_000_013
 )
-
-
-@pytest.fixture(autouse=True)
-def _reconciled(request: pytest.FixtureRequest) -> Iterator[None]:
-    factory: WorldFactory = request.getfixturevalue("make_world")
-    yield
-    for built in factory.built:
-        built.assert_reconciled()
 
 
 def per_m_text(nanos: int) -> str:

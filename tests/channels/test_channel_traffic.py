@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -18,23 +17,15 @@ from tests.fixtures.gateway import (
     OFFICIAL_CHAT,
     START_BALANCE,
     World,
-    WorldFactory,
     gateway_upstreams,
     make_world,
+    reconciled,
     world,
 )
 
-__all__ = ["gateway_upstreams", "make_world", "world"]
+__all__ = ["gateway_upstreams", "make_world", "reconciled", "world"]
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Which channel answers?"}]
-
-
-@pytest.fixture(autouse=True)
-def _reconciled(request: pytest.FixtureRequest) -> Iterator[None]:
-    factory: WorldFactory = request.getfixturevalue("make_world")
-    yield
-    for built in factory.built:
-        built.assert_reconciled()
 
 
 def chat(world: World) -> Any:

@@ -8,21 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.gateway import WorldFactory, gateway_upstreams, make_world, world
+from tests.fixtures.gateway import gateway_upstreams, make_world, reconciled, world
 
-__all__ = ["gateway_upstreams", "make_world", "world"]
-
-
-@pytest.fixture(autouse=True)
-def _reconciled(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Checked once the world's server has stopped (``make_world`` is set up inside this
-    fixture, so it is torn down first): every request has settled by then."""
-    factory: WorldFactory | None = None
-    if "make_world" in request.fixturenames:
-        factory = request.getfixturevalue("make_world")
-    yield
-    for built in factory.built if factory else []:
-        built.assert_reconciled()
+__all__ = ["gateway_upstreams", "make_world", "reconciled", "world"]
 
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -26,22 +25,14 @@ from tests.fixtures.gateway import (
     expected_charge,
     gateway_upstreams,
     make_world,
+    reconciled,
     world,
 )
 
-__all__ = ["gateway_upstreams", "make_world", "world"]
+__all__ = ["gateway_upstreams", "make_world", "reconciled", "world"]
 
 MESSAGES: list[Any] = [{"role": "user", "content": "How much may I spend?"}]
 DAY = 24 * 3600
-
-
-@pytest.fixture(autouse=True)
-def _reconciled(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The ledger reconciles and no hold is left pending after each test (as tests/gateway)."""
-    factory: WorldFactory = request.getfixturevalue("make_world")
-    yield
-    for built in factory.built:
-        built.assert_reconciled()
 
 
 def chat(client: openai.OpenAI, model: str = OFFICIAL_CHAT) -> Any:

@@ -4,36 +4,25 @@ up and what the upstream truly did; nobody else can read it. On SQLite and Postg
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
-
-import pytest
 
 from tests.fixtures.gateway import (
     CHAT,
     ROUTED,
     START_BALANCE,
     World,
-    WorldFactory,
     as_decimal,
     expected_charge,
     gateway_upstreams,
     make_world,
+    reconciled,
     world,
 )
 
-__all__ = ["gateway_upstreams", "make_world", "world"]
+__all__ = ["gateway_upstreams", "make_world", "reconciled", "world"]
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Itemise this, please."}]
-
-
-@pytest.fixture(autouse=True)
-def _reconciled(request: pytest.FixtureRequest) -> Iterator[None]:
-    factory: WorldFactory = request.getfixturevalue("make_world")
-    yield
-    for built in factory.built:
-        built.assert_reconciled()
 
 
 def per_m(nanos: int) -> Decimal:

@@ -7,7 +7,6 @@ the ledger reconciles after each test."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -24,21 +23,13 @@ from tests.fixtures.gateway import (
     expected_charge,
     gateway_upstreams,
     make_world,
+    reconciled,
     world,
 )
 
-__all__ = ["gateway_upstreams", "make_world", "world"]
+__all__ = ["gateway_upstreams", "make_world", "reconciled", "world"]
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Which way?"}]
-
-
-@pytest.fixture(autouse=True)
-def _reconciled(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The ledger reconciles and no hold is left pending after each test (as tests/gateway)."""
-    factory: WorldFactory = request.getfixturevalue("make_world")
-    yield
-    for built in factory.built:
-        built.assert_reconciled()
 
 
 def chat(world: World, model: str = OFFICIAL_CHAT) -> Any:
