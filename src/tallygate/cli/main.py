@@ -169,7 +169,7 @@ def demo(
 
     from tallygate.app import create_app
     from tallygate.db.migrate import upgrade
-    from tallygate.demo.seed import Demo, seed
+    from tallygate.demo.seed import Demo, local_url, seed
     from tallygate.observability.logging import configure_logging
 
     settings = get_settings().model_copy(update={"demo_upstream": True, "payments_sandbox": True})
@@ -190,6 +190,10 @@ def demo(
             )
 
     made = guarded(run_seed)
+    listening = base_url
+    base_url = local_url(base_url)  # a wildcard bind is printed as the loopback address
+    if listening != base_url:
+        typer.echo(f"listening on {listening} (every interface)")
     typer.echo(
         f"""
 Tallygate demo is running at {base_url}

@@ -63,16 +63,22 @@ MODELS: tuple[tuple[str, str, RouteType, str, str, str], ...] = (
 )
 
 
-def upstream_url(base_url: str) -> str:
-    """Where this process reaches its own demo upstream, given the address it serves on."""
+def local_url(base_url: str) -> str:
+    """The address this machine reaches a server on, given the address it serves on: a wildcard
+    bind (``0.0.0.0``, ``::``) is reached through loopback."""
     parts = urlsplit(base_url.rstrip("/"))
     host = parts.hostname or ""
-    if host in ("0.0.0.0", "::", ""):  # a wildcard bind: reach it through loopback
+    if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     elif ":" in host:
         host = f"[{host}]"
     port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{UPSTREAM_PATH}/v1"
+    return f"{parts.scheme}://{host}{port}"
+
+
+def upstream_url(base_url: str) -> str:
+    """Where this process reaches its own demo upstream, given the address it serves on."""
+    return f"{local_url(base_url)}{UPSTREAM_PATH}/v1"
 
 
 @dataclass(frozen=True)
