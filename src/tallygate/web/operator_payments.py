@@ -6,7 +6,8 @@ pages that change nothing."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
@@ -306,40 +307,50 @@ def approve(
 
 @router.post("/topups/{order_id}/reject")
 def reject(request: Request, v: OperatorForm, order_id: OrderId, reason: Text = "") -> Response:
-    assert v.user is not None
-    try:
-        _require(reason, "a reason is required to reject a top-up")
-        with v.state.db.begin() as conn:
-            review.reject(
-                conn,
-                v.state.ledger,
-                order_id,
-                reason=reason.strip(),
-                operator=v.user.email,
-                now_us=v.state.now_us(),
-            )
-    except orders.OrderNotFound:
-        raise
-    except TallygateError as exc:
-        return _order_page(
-            request,
-            v,
-            order_id,
-            status_code=exc.status,
-            error=exc.message,
-            form={"reject_reason": reason},
-        )
-    return RedirectResponse(f"/operator/topups/{order_id}?done=rejected", status_code=303)
+    return _decide(
+        request,
+        v,
+        order_id,
+        review.reject,
+        reason,
+        missing="a reason is required to reject a top-up",
+        done="rejected",
+        form_field="reject_reason",
+    )
 
 
 @router.post("/topups/{order_id}/override")
 def override(request: Request, v: OperatorForm, order_id: OrderId, reason: Text = "") -> Response:
     """Credit what the provider reported for an order flagged ``amount_mismatch``."""
+    return _decide(
+        request,
+        v,
+        order_id,
+        review.override_mismatch,
+        reason,
+        missing="a reason is required to credit the reported amount",
+        done="credited",
+    )
+
+
+def _decide(
+    request: Request,
+    v: Operator,
+    order_id: str,
+    decision: Callable[..., Any],
+    reason: str,
+    *,
+    missing: str,
+    done: str,
+    form_field: str | None = None,
+) -> Response:
+    """A review decision that needs only a reason (reject, credit the reported amount): made
+    in one transaction by the review service, or the order page again with the refusal."""
     assert v.user is not None
     try:
-        _require(reason, "a reason is required to credit the reported amount")
+        _require(reason, missing)
         with v.state.db.begin() as conn:
-            review.override_mismatch(
+            decision(
                 conn,
                 v.state.ledger,
                 order_id,
@@ -350,8 +361,11 @@ def override(request: Request, v: OperatorForm, order_id: OrderId, reason: Text 
     except orders.OrderNotFound:
         raise
     except TallygateError as exc:
-        return _order_page(request, v, order_id, status_code=exc.status, error=exc.message)
-    return RedirectResponse(f"/operator/topups/{order_id}?done=credited", status_code=303)
+        form = {form_field: reason} if form_field else None
+        return _order_page(
+            request, v, order_id, status_code=exc.status, error=exc.message, form=form
+        )
+    return RedirectResponse(f"/operator/topups/{order_id}?done={done}", status_code=303)
 
 
 @router.post("/topups/{order_id}/refund")
