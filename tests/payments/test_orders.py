@@ -208,6 +208,28 @@ class TestMismatch:
         assert balance(live, user.id).balance_nanos == 0
         assert entries_with_key(live, "topup:") == []
 
+    def test_a_flagged_order_waits_for_review_and_never_asks_to_pay_again(
+        self, live: LiveServer
+    ) -> None:
+        """The money was taken: no pay or cancel action, the post-payment state says review
+        (not "confirming", not "nothing was charged"), and the sweeper does not expire it."""
+        user = live.make.user()
+        with as_user(live, user) as http:
+            order = create_order(http)
+            sandbox(http, order["id"], "pay", amount="9.00")
+            flagged = get_order(http, order["id"])
+            state = http.get(f"/api/payments/orders/{order['id']}/state").json()
+            canceled = http.post(f"/api/payments/orders/{order['id']}/cancel")
+            live.clock.advance(45 * 60)
+            time.sleep(0.3)  # several sweeper passes (every 0.05 s)
+            later = get_order(http, order["id"])
+        assert flagged["actions"] == [] and flagged["checkout_url"] is None
+        assert state["phase"] == "review" and "do not pay again" in state["message"]
+        assert canceled.status_code == 409
+        assert later["status"] == "pending" and later["flag"] == "amount_mismatch"
+        assert statuses(later) == ["pending", "pending"]  # created, then flagged
+        assert balance(live, user.id).balance_nanos == 0
+
     def test_an_operator_can_override_with_a_reason(self, live: LiveServer) -> None:
         user, op = live.make.user(), live.make.operator()
         with as_user(live, user) as http:

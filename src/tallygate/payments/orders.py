@@ -310,11 +310,17 @@ def mark_paid(
 
 
 def expire_due(conn: Connection, now_us: int, limit: int = 200) -> int:
-    """Expire pending (and awaiting-review) orders past their lifetime; never processing."""
+    """Expire pending (and awaiting-review) orders past their lifetime; never processing, and
+    never an order whose payment arrived with the wrong amount (the money was taken: it waits
+    for an operator, and "expired" would tell the user nothing was charged)."""
     done = 0
     for order_id in repo.due_orders(conn, now_us, limit):
         order = repo.lock_order(conn, order_id)
-        if order["status"] in ("pending", "awaiting_review") and order["expires_at"] <= now_us:
+        if (
+            order["status"] in ("pending", "awaiting_review")
+            and order["expires_at"] <= now_us
+            and order["flag"] != "amount_mismatch"
+        ):
             move(
                 conn,
                 order_id,

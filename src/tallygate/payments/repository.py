@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, func, insert, or_, select, update
 
 from tallygate.models.ledger import entries, holds, lots, postings
 from tallygate.models.payments import order_events, payment_orders, refunds
@@ -52,10 +52,15 @@ def list_orders(
 
 def due_orders(conn: Connection, now_us: int, limit: int) -> list[int]:
     """Pending or awaiting-review orders past their expiry ('processing' never expires here:
-    only the provider ends it)."""
+    only the provider ends it; nor does an order flagged ``amount_mismatch``, which waits for
+    an operator)."""
     stmt = (
         select(OC.id)
-        .where(OC.status.in_(("pending", "awaiting_review")), OC.expires_at <= now_us)
+        .where(
+            OC.status.in_(("pending", "awaiting_review")),
+            OC.expires_at <= now_us,
+            or_(OC.flag.is_(None), OC.flag != "amount_mismatch"),
+        )
         .order_by(OC.id)
         .limit(limit)
     )

@@ -92,6 +92,12 @@ def confirm(state: AppState, payments: Payments, order: RowMapping) -> None:
 def cancel(state: AppState, *, public_id: str, user_id: int) -> RowMapping:
     with state.db.begin() as conn:
         order = orders.get(conn, public_id, user_id=user_id)
+        if order["flag"] == "amount_mismatch" and order["status"] == "pending":
+            raise orders.OrderStateConflict(
+                f"order {public_id} cannot be canceled: a payment for it arrived with a "
+                "different amount and waits for an operator's review",
+                details={"status": order["status"], "flag": order["flag"]},
+            )
         return orders.move(
             conn,
             int(order["id"]),

@@ -120,8 +120,12 @@ def refund_out(conn: Connection, order: Mapping[Any, Any], refund: Mapping[Any, 
 
 
 def actions(order: Mapping[Any, Any], now_us: int) -> list[str]:
-    """Only a live pending order offers to pay; closed orders never offer anything."""
+    """Only a live pending order offers to pay; closed orders never offer anything, nor does
+    an order whose payment arrived with the wrong amount (it waits for an operator: paying
+    again would take the money twice)."""
     if order["status"] != "pending" or int(order["expires_at"]) <= now_us:
+        return []
+    if order["flag"] == "amount_mismatch":
         return []
     if order["provider"] == "bank":
         return ["submit_transfer", "cancel"]
@@ -222,6 +226,11 @@ PHASES = {
     "rejected": ("closed", "The transfer was rejected; no balance was added."),
 }
 
+MISMATCH_MESSAGE = (
+    "A payment arrived, but its amount or currency differs from the order: nothing was "
+    "credited yet. An operator reviews it; do not pay again."
+)
+
 
 def payment_state(conn: Connection, ledger: Ledger, order: Mapping[Any, Any]) -> PaymentState:
     bucket = str(order["bucket"])
@@ -238,6 +247,8 @@ def payment_state(conn: Connection, ledger: Ledger, order: Mapping[Any, Any]) ->
             phase, message = "owed", "Payment received, but this bucket still owes a debt."
         else:
             phase, message = "ready", "Payment received: the balance is ready to use."
+    elif order["flag"] == "amount_mismatch":
+        phase, message = "review", MISMATCH_MESSAGE
     else:
         phase, message = PHASES[str(order["status"])]
     route_type = ROUTE_TYPES[bucket]
