@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -181,44 +182,139 @@ class TestSignatures:
 EVENTS = ("completed_unpaid", "async_succeeded", "refunded_300", "refunded_1000", "refund_failed")
 
 
+def provider_truth_minor(fake: FakeStripe, sid: str) -> int:
+    """What Stripe says the user paid for, net: captured − refunds + failed refunds (minor
+    units), read from Stripe's own objects as they are now."""
+    pi = fake.intents.get(fake.sessions[sid]["payment_intent"] or "")
+    if pi is None or pi["status"] != "succeeded":
+        return 0
+    mine = [r for r in fake.refunds.values() if r["payment_intent"] == pi["id"]]
+    refunds = sum(r["amount"] for r in mine)
+    failed = sum(r["amount"] for r in mine if r["status"] in ("failed", "canceled"))
+    return int(pi["amount_received"]) - refunds + failed
+
+
+def assert_ledger_is_stripes_truth(live: LiveServer, fake: FakeStripe, sid: str, user: Any) -> None:
+    """The user's bucket holds exactly Stripe's truth at 1 USD = 1 credit (10^7 nanos a cent)."""
+    b = balance(live, user.id)
+    assert (b.balance_nanos, b.debt_nanos) == (provider_truth_minor(fake, sid) * 10**7, 0)
+
+
+def _completed_unpaid(fake: FakeStripe, sid: str) -> tuple[str, dict[str, Any]]:
+    return "checkout.session.completed", fake.complete(sid, paid=False)
+
+
+def _async_succeeded(fake: FakeStripe, sid: str) -> tuple[str, dict[str, Any]]:
+    return "checkout.session.async_payment_succeeded", fake.async_succeed(sid)
+
+
+def _refund(amount: int) -> Any:
+    def step(fake: FakeStripe, sid: str) -> tuple[str, dict[str, Any]]:
+        fake.refund(sid, amount)
+        return "charge.refunded", fake.charge(sid)  # cumulative, as Stripe sends it
+
+    return step
+
+
+def _second_refund_fails(fake: FakeStripe, sid: str) -> tuple[str, dict[str, Any]]:
+    pi = fake.sessions[sid]["payment_intent"]
+    (second,) = [
+        r for r in fake.refunds.values() if r["payment_intent"] == pi and r["amount"] == 700
+    ]
+    return "refund.updated", fake.set_refund_status(second["id"], "failed")
+
+
+STEPS = [
+    ("completed_unpaid", _completed_unpaid),
+    ("async_succeeded", _async_succeeded),
+    ("refunded_300", _refund(300)),
+    ("refunded_1000", _refund(700)),
+    ("refund_failed", _second_refund_fails),
+]
+"""Stripe's side of the payment, in real time order; each step emits the event that
+announces it."""
+
+
 def happen(fake: FakeStripe, sid: str) -> dict[str, bytes]:
-    """Stripe's side of T12, in real time order, with the event each step emits."""
-    events = {}
-    events["completed_unpaid"] = fake.event(
-        "checkout.session.completed", fake.complete(sid, paid=False)
-    )
-    events["async_succeeded"] = fake.event(
-        "checkout.session.async_payment_succeeded", fake.async_succeed(sid)
-    )
-    fake.refund(sid, 300)
-    events["refunded_300"] = fake.event("charge.refunded", fake.charge(sid))
-    second = fake.refund(sid, 700)
-    events["refunded_1000"] = fake.event("charge.refunded", fake.charge(sid))
-    events["refund_failed"] = fake.event(
-        "refund.updated", fake.set_refund_status(second["id"], "failed")
-    )
-    return events
+    """All of Stripe's steps, then the events they emitted (to be delivered in any order)."""
+    return {name: fake.event(*step(fake, sid)) for name, step in STEPS}
+
+
+def schedules(n: int) -> list[list[tuple[str, int]]]:
+    """Every interleaving of Stripe's n steps (in their order) with the n deliveries, each
+    delivery coming after the step that emitted its event, in any order among themselves."""
+    found: list[list[tuple[str, int]]] = []
+
+    def walk(done: int, delivered: frozenset[int], path: list[tuple[str, int]]) -> None:
+        if done == n and len(delivered) == n:
+            found.append(path)
+            return
+        if done < n:
+            walk(done + 1, delivered, [*path, ("step", done)])
+        for i in range(done):
+            if i not in delivered:
+                walk(done, delivered | {i}, [*path, ("deliver", i)])
+
+    walk(0, frozenset(), [])
+    return found
 
 
 class TestOrderIndependence:
     def test_every_permutation_ends_at_stripes_final_truth(
         self, live: LiveServer, stripe_fake: FakeStripe
     ) -> None:
-        for n, order_of_events in enumerate(itertools.permutations(EVENTS)):
+        """Every delivery order of the five events, after all of them happened at Stripe."""
+        for order_of_events in itertools.permutations(EVENTS):
             user = live.make.user()
             with as_user(live, user) as http:
                 order, sid = stripe_order(live, http)
             events = happen(stripe_fake, sid)
             for name in order_of_events:
                 assert deliver(live, events[name]).status_code == 200
-            b = balance(live, user.id)
-            # Stripe's truth: 1000 captured − 300 refunded (the 700 refund failed) = 7.00.
-            assert stripe_fake.net_minor(sid) == 700
-            assert (b.balance_nanos, b.debt_nanos) == (7 * UNIT, 0), order_of_events
-            final = get_order_of(live, user, order["id"]) if n % 40 == 0 else None
-            if final is not None:
-                assert final["refund_state"] == "partial" and final["refunded_minor"] == 300
-                assert {r["status"] for r in final["refunds"]} == {"succeeded", "failed"}
+            # Stripe's truth: 1000 captured − (300 + 700) refunded + 700 failed = 700.
+            assert provider_truth_minor(stripe_fake, sid) == 700
+            assert_ledger_is_stripes_truth(live, stripe_fake, sid, user)
+            final = get_order_of(live, user, order["id"])
+            assert final["refund_state"] == "partial" and final["refunded_minor"] == 300
+            assert sorted((r["refunded_minor"], r["status"]) for r in final["refunds"]) == [
+                (300, "succeeded"),
+                (700, "failed"),
+            ], order_of_events
+        assert_reconciled(live)
+
+    def test_deliveries_interleaved_with_stripes_steps_track_its_truth(
+        self, live: LiveServer, stripe_fake: FakeStripe
+    ) -> None:
+        """Events delivered while Stripe moves on, in every 40th of the 945 possible schedules
+        (each delivery after its step, in any order): after every delivery the ledger equals
+        Stripe's truth at that moment — so a refund booked and then failed is re-credited once
+        — and every schedule ends at the same final truth with one debit per refund id."""
+        every = schedules(len(STEPS))
+        assert len(every) == 945
+        booked_then_failed = 0
+        for schedule in every[::40]:
+            user = live.make.user()
+            with as_user(live, user) as http:
+                order, sid = stripe_order(live, http)
+            emitted: dict[int, bytes] = {}
+            for what, i in schedule:
+                if what == "step":
+                    emitted[i] = stripe_fake.event(*STEPS[i][1](stripe_fake, sid))
+                else:
+                    assert deliver(live, emitted[i]).status_code == 200
+                    assert_ledger_is_stripes_truth(live, stripe_fake, sid, user)
+            assert provider_truth_minor(stripe_fake, sid) == 700
+            final = get_order_of(live, user, order["id"])
+            assert final["refund_state"] == "partial" and final["refunded_minor"] == 300
+            by_amount = {r["refunded_minor"]: r["provider_refund_id"] for r in final["refunds"]}
+            debits = Counter(k for k, _ in entries_with_key(live, "refund:stripe:"))
+            assert debits[f"refund:stripe:{by_amount[300]}"] == 1, schedule
+            booked = debits[f"refund:stripe:{by_amount[700]}"]  # 1 if it was seen succeeded
+            recredits = entries_with_key(live, f"refund_failed:refund:stripe:{by_amount[700]}")
+            assert booked <= 1 and len(recredits) == booked, schedule
+            booked_then_failed += booked
+        # Both paths were walked: the failed refund booked then re-credited, and never booked.
+        assert 0 < booked_then_failed < len(every[::40])
         assert_reconciled(live)
 
     def test_events_delivered_while_stripe_moves_on(
