@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.fixtures.server import LiveServer
+from tests.payments.conftest import ServerFactory
 from tests.payments.helpers import (
     UNIT,
     as_user,
@@ -98,6 +99,20 @@ class TestConversion:
         assert balance(live, user.id).balance_nanos == credited
         assert_reconciled(live)
 
+    def test_a_rate_that_does_not_divide_evenly_is_floored_to_the_nano(
+        self, start: ServerFactory
+    ) -> None:
+        """1 USD = 1/3 CNY as an exact decimal with more places than a nano: 10.01 USD →
+        1001 × 10^7 × 0.333333333333 = 3_336_666_666.66… → 3_336_666_666 nanos, never rounded up."""
+        live = start(topup_rates={"routed": {"USD": "0.333333333333"}})
+        user = live.make.user()
+        with as_user(live, user) as http:
+            order = create_order(http, bucket="routed", amount="10.01", currency="USD")
+            assert order["quoted_nanos"] == 3_336_666_666
+            sandbox(http, order["id"], "pay")
+        assert balance(live, user.id, "routed").balance_nanos == 3_336_666_666
+        assert_reconciled(live)
+
     def test_routed_bucket_at_an_exchange_rate(self, live: LiveServer) -> None:
         user = live.make.user()
         with as_user(live, user) as http:
@@ -133,6 +148,21 @@ class TestSandboxWalk:
             assert sandbox(http, order["id"], "pay").json()["status"] == "paid"
             assert statuses(get_order(http, order["id"])) == ["pending", "processing", "paid"]
         assert balance(live, user.id).balance_nanos == 10 * UNIT
+
+    def test_processing_then_failed_creates_no_balance(self, live: LiveServer) -> None:
+        user = live.make.user()
+        with as_user(live, user) as http:
+            order = create_order(http)
+            assert sandbox(http, order["id"], "processing").json()["status"] == "processing"
+            processing = get_order(http, order["id"])
+            assert processing["actions"] == [] and processing["checkout_url"] is None
+            assert sandbox(http, order["id"], "fail").json()["status"] == "failed"
+            failed = get_order(http, order["id"])
+            state = http.get(f"/api/payments/orders/{order['id']}/state").json()
+        assert statuses(failed) == ["pending", "processing", "failed"]
+        assert failed["actions"] == [] and state["phase"] == "failed"
+        assert balance(live, user.id).balance_nanos == 0
+        assert entries_with_key(live, "topup:") == []
 
     @pytest.mark.parametrize(("action", "status"), [("fail", "failed"), ("cancel", "canceled")])
     def test_failed_and_canceled_orders_create_no_balance(

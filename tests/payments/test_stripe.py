@@ -572,6 +572,11 @@ class TestRefundAfterSpend:
         assert balance(live, user.id).debt_nanos == 8 * UNIT
         with pytest.raises(AccountOwes):
             live.make.hold(user.id, UNIT, key="after-decision")
+        # The next top-up of 10 pays the debt of 8 first and leaves 2; the bucket is usable.
+        paid_order_for(live, stripe_fake, user)
+        b = balance(live, user.id)
+        assert (b.balance_nanos, b.debt_nanos) == (2 * UNIT, 0)
+        live.make.hold(user.id, UNIT, key="after-repaid")
         assert_reconciled(live)
 
     def test_review_write_off(self, start: ServerFactory, stripe_fake: FakeStripe) -> None:

@@ -3,6 +3,8 @@ AES-256-GCM seal are checked before anything is stored; the ledger follows the n
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
@@ -85,6 +87,15 @@ def paid_resource(
     }
 
 
+def with_flipped_tag(payload: bytes) -> bytes:
+    """The same notice with one bit of its AES-GCM tag (the ciphertext's last byte) flipped."""
+    body = json.loads(payload)
+    sealed = bytearray(base64.b64decode(body["resource"]["ciphertext"]))
+    sealed[-1] ^= 0x01
+    body["resource"]["ciphertext"] = base64.b64encode(bytes(sealed)).decode()
+    return json.dumps(body).encode()
+
+
 def notify(live: LiveServer, payload: bytes, headers: dict[str, str]) -> Any:
     with live.client() as http:
         answer = http.post("/api/payments/webhooks/wechat", content=payload, headers=headers)
@@ -127,7 +138,9 @@ class TestNotify:
         stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         wrong_key = keys.notice("TRANSACTION.SUCCESS", paid_resource(order), key="0" * 32)
         good = keys.headers(payload, t=t)
+        broken_tag = with_flipped_tag(payload)  # signed by the platform, but the seal is broken
         cases = [
+            (broken_tag, keys.headers(broken_tag, t=t)),
             (payload, keys.headers(payload, t=t, signer=stranger)),
             (payload, keys.headers(payload, t=t, serial="PUB_KEY_ID_SOMEONE_ELSE")),
             (payload, keys.headers(payload, t=t - 301)),
