@@ -113,6 +113,31 @@ class TestConversion:
         assert balance(live, user.id, "routed").balance_nanos == 3_336_666_666
         assert_reconciled(live)
 
+    def test_partial_refunds_that_add_up_to_the_payment_take_back_exactly_the_credit(
+        self, start: ServerFactory
+    ) -> None:
+        """Each refund converts with the order's factor, floored; the one that completes the
+        refund takes the rest, so 5.00 + 5.01 of 10.01 USD leaves the bucket at exactly 0
+        (floors alone would take 1_666_666_666 + 1_669_999_999 and leave 1 nano)."""
+        live = start(topup_rates={"routed": {"USD": "0.333333333333"}})
+        user = live.make.user()
+        with as_user(live, user) as http:
+            order = create_order(http, bucket="routed", amount="10.01", currency="USD")
+            sandbox(http, order["id"], "pay")
+        with as_user(live, live.make.operator()) as admin:
+            taken = [
+                admin.post(
+                    f"/admin/api/payments/orders/{order['id']}/refunds",
+                    json={"amount": amount, "reason": "returned", "mode": "manual"},
+                ).json()["refunded_nanos"]
+                for amount in ("5.00", "5.01")
+            ]
+        assert taken == [1_666_666_666, 1_670_000_000]
+        assert sum(taken) == 3_336_666_666  # what the order credited
+        b = balance(live, user.id, "routed")
+        assert (b.balance_nanos, b.debt_nanos) == (0, 0)
+        assert_reconciled(live)
+
     def test_routed_bucket_at_an_exchange_rate(self, live: LiveServer) -> None:
         user = live.make.user()
         with as_user(live, user) as http:

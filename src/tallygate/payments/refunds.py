@@ -55,6 +55,21 @@ def refundable_minor(conn: Connection, order: Mapping[Any, Any]) -> int:
     return int(order["paid_minor"] or 0) - taken
 
 
+def refund_nanos(conn: Connection, order: Mapping[Any, Any], amount_minor: int) -> int:
+    """What a refund of ``amount_minor`` takes from the bucket: the order's conversion, floored —
+    except that the refund which completes a full refund takes exactly what the order credited
+    less what the other refunds take, so partial refunds' floors leave no nano behind."""
+    others = [
+        r for r in repo.refunds_of(conn, int(order["id"])) if r["status"] not in UNDONE_STATES
+    ]
+    credited = order["credited_nanos"]
+    if credited is not None and sum(int(r["amount_minor"]) for r in others) + amount_minor == int(
+        order["paid_minor"] or 0
+    ):
+        return int(credited) - sum(int(r["amount_nanos"]) for r in others)
+    return cur.to_nanos(amount_minor, str(order["currency"]), order_factor(order))
+
+
 def create_record(
     conn: Connection,
     order: Mapping[Any, Any],
@@ -70,7 +85,7 @@ def create_record(
 ) -> RowMapping:
     if amount_minor <= 0:
         raise BadRequest("a refund amount must be positive", param="amount")
-    nanos = cur.to_nanos(amount_minor, str(order["currency"]), order_factor(order))
+    nanos = refund_nanos(conn, order, amount_minor)
     refund_id = repo.insert_refund(
         conn,
         public_id=new_public_id("rf"),
