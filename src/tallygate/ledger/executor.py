@@ -123,8 +123,9 @@ class LedgerExecutor:
     def _checkpoint_loop(self) -> None:
         """The writer connection does not checkpoint (``wal_autocheckpoint=0``): a checkpoint
         inside COMMIT copies pages and runs two fdatasyncs while the writer — or, for a lone
-        request, the event loop — waits. This thread runs a PASSIVE checkpoint (never blocks a
-        writer or a reader) on its own connection instead: once CHECKPOINT_BATCHES
+        request, the event loop — waits. This thread checkpoints on its own connection instead
+        (PASSIVE: it never waits for a reader; only its last, short pass holds our writer off —
+        see below): once CHECKPOINT_BATCHES
         transactions have committed since the last one (about what ``wal_autocheckpoint``'s
         4,000 pages took at c=1), or after a second with any."""
         pooled = None
