@@ -128,6 +128,13 @@ class Call:
         return receipt
 
 
+def request_id() -> str:
+    """``req_``, 12 hex digits of the Unix time in milliseconds, 12 random hex digits: ids that
+    sort by time, so each request's rows land at the right edge of the indexes keyed by it
+    (receipts, holds, ledger entries) instead of on a random page (decision 0021)."""
+    return f"req_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
+
+
 async def handle(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
     path, method = scope["path"], scope["method"]
     endpoint = ENDPOINTS.get(path)
@@ -140,7 +147,7 @@ async def handle(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> Non
     if method != "POST":
         await http.send_error(send, 405, f"{path} accepts POST only", "method_not_allowed")
         return
-    call = Call(rt, endpoint, "req_" + secrets.token_hex(12), time.perf_counter())
+    call = Call(rt, endpoint, request_id(), time.perf_counter())
     executor = rt.executor
     executor.active += 1  # a lone request's ledger calls run inline (ledger.executor)
     try:
