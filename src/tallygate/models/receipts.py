@@ -1,6 +1,6 @@
 """Request receipts (one per /v1 request, failed ones too) and request idempotency."""
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Table, Text, text
 
 from tallygate.db.base import metadata
 
@@ -54,7 +54,12 @@ receipts = Table(
     Column("upstream_response_id", String(200), nullable=True),
     Column("channel_id", Integer, nullable=True),
     Index("ix_receipts_user_created", "user_id", "created_at"),
-    Index("ix_receipts_upstream_response_id", "upstream_response_id"),
+    Index(
+        "ix_receipts_upstream_response_id",
+        "upstream_response_id",
+        sqlite_where=text("upstream_response_id IS NOT NULL"),
+        postgresql_where=text("upstream_response_id IS NOT NULL"),
+    ),
     Index("ix_receipts_model_route_created", "model", "route_type", "created_at"),
 )
 
