@@ -15,7 +15,7 @@ Row = tuple[Any, ...]
 class Tx:
     """One open transaction. ``postgres`` selects placeholder style and row-lock clauses."""
 
-    __slots__ = ("conn", "postgres", "fault", "_sql", "prefix", "solo")
+    __slots__ = ("conn", "postgres", "fault", "_sql", "prefix", "solo", "await_results")
 
     def __init__(
         self,
@@ -25,6 +25,7 @@ class Tx:
         fault: Callable[[str], None] | None = None,
         prefix: tuple[str, ...] = (),
         solo: bool = False,
+        await_results: Callable[[], None] | None = None,
     ) -> None:
         self.conn = conn
         self.postgres = postgres
@@ -37,8 +38,16 @@ class Tx:
         self.solo = solo
         """The transaction is one ledger call's alone: ``one(..., commit=True)`` may send its
         COMMIT in the same pipeline (see ``one``)."""
+        self.await_results = await_results
+        """PostgreSQL, a batch in pipeline mode (ledger.executor): a statement is only queued,
+        and this hands control back to the executor until the batch's statements have been sent
+        together and their results have arrived."""
 
     def _execute(self, cur: Any, sql: str, params: Sequence[Any], commit: bool = False) -> None:
+        if self.await_results is not None:
+            cur.execute(self._q(sql), params)
+            self.await_results()
+            return
         if not self.prefix:
             cur.execute(self._q(sql), params)
             return
@@ -103,6 +112,8 @@ class Tx:
         cur = self.conn.cursor()
         try:
             cur.executemany(self._q(sql), list(rows))
+            if self.await_results is not None:
+                self.await_results()
         finally:
             cur.close()
 
